@@ -1,0 +1,57 @@
+"""Resources shared by every stage: the warehouse connection, dbt, and the configured paths.
+
+All three are configured through ``EnvVar`` so that ``make run``, ``make dev`` and the tests point
+Dagster and dbt at the same files by setting ``RECSYS_*`` variables (see ``settings``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dagster import ConfigurableResource, EnvVar
+from dagster_dbt import DbtCliResource
+from dagster_duckdb import DuckDBResource
+
+from recsys_dagster import settings
+from recsys_dagster.features.project import dbt_project
+
+
+class RecsysPaths(ConfigurableResource):
+    """Where input files are read from and where artifacts and published files are written."""
+
+    input_dir: str
+    inbox_dir: str
+    models_dir: str
+    serving_path: str
+    published_dir: str
+
+    def input_path(self) -> Path:
+        return Path(self.input_dir)
+
+    def inbox_path(self) -> Path:
+        return Path(self.inbox_dir)
+
+    def models_path(self) -> Path:
+        return Path(self.models_dir)
+
+    def serving_file(self) -> Path:
+        return Path(self.serving_path)
+
+    def published_path(self) -> Path:
+        return Path(self.published_dir)
+
+
+def build_resources() -> dict[str, object]:
+    """The resources of the one ``Definitions``, every path read from the environment."""
+    settings.apply_env_defaults()
+    return {
+        "warehouse": DuckDBResource(database=EnvVar("RECSYS_DUCKDB_PATH")),
+        "dbt": DbtCliResource(project_dir=dbt_project),
+        "paths": RecsysPaths(
+            input_dir=EnvVar("RECSYS_INPUT_DIR"),
+            inbox_dir=EnvVar("RECSYS_INBOX_DIR"),
+            models_dir=EnvVar("RECSYS_MODELS_DIR"),
+            serving_path=EnvVar("RECSYS_SERVING_PATH"),
+            published_dir=EnvVar("RECSYS_PUBLISHED_DIR"),
+        ),
+    }
