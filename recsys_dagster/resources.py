@@ -6,14 +6,35 @@ Dagster and dbt at the same files by setting ``RECSYS_*`` variables (see ``setti
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import duckdb
 from dagster import ConfigurableResource, EnvVar
 from dagster_dbt import DbtCliResource
 from dagster_duckdb import DuckDBResource
 
 from recsys_dagster import settings
 from recsys_dagster.features.project import dbt_project
+
+
+class WarehouseResource(DuckDBResource):
+    """The warehouse DuckDB file: ``DuckDBResource`` plus the guarantees the pipeline relies on.
+
+    The connection is closed even when the asset body raises (the base class leaks it, and a leaked
+    connection keeps the file locked for the next step and for dbt), and every session works in UTC so
+    that ``TIMESTAMPTZ`` values are converted the same way on every machine.
+    """
+
+    @contextmanager
+    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with super().get_connection() as con:
+            try:
+                con.execute("SET TimeZone = 'UTC'")
+                yield con
+            finally:
+                con.close()
 
 
 class RecsysPaths(ConfigurableResource):
@@ -45,7 +66,7 @@ def build_resources() -> dict[str, object]:
     """The resources of the one ``Definitions``, every path read from the environment."""
     settings.apply_env_defaults()
     return {
-        "warehouse": DuckDBResource(database=EnvVar("RECSYS_DUCKDB_PATH")),
+        "warehouse": WarehouseResource(database=EnvVar("RECSYS_DUCKDB_PATH")),
         "dbt": DbtCliResource(project_dir=dbt_project),
         "paths": RecsysPaths(
             input_dir=EnvVar("RECSYS_INPUT_DIR"),

@@ -1,0 +1,252 @@
+"""Validation stage: route every raw row to ``validated_interactions`` or ``quarantined_events``.
+
+The routing is one DuckDB statement built from ``suite.RULES`` (typed candidates, the first broken
+rule as the reason, duplicates after that), written in one transaction so a failure leaves the
+previous tables in place. The same step then proves the result: a blocking row-accounting check
+(every raw row in exactly one output) and one asset check per GX expectation on the validated rows.
+"""
+
+
+import duckdb
+import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AssetSpec,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    multi_asset,
+)
+from dagster_duckdb import DuckDBResource
+from pydantic import Field
+
+from recsys_dagster.metadata import frame_preview, table_metadata, timed
+from recsys_dagster.validate.suite import (
+    DUPLICATE_KEY,
+    DUPLICATE_REASON,
+    RULES,
+    Bounds,
+    ExpectationOutcome,
+    first_violation_sql,
+    run_suite,
+)
+
+VALIDATED = "validated_interactions"
+QUARANTINED = "quarantined_events"
+ROW_ACCOUNTING_CHECK = "row_accounting"
+
+RAW_COLUMNS = (
+    "source_file, source_row, source_format, user_id, item_id, event_type, rating, event_time, "
+    "time_unit, transaction_id, ingested_at"
+)
+
+#: Typed candidates: raw text trimmed and cast; nothing is dropped here, bad values become NULL.
+TYPED_CANDIDATES_SQL = """
+WITH typed AS (
+    SELECT
+        *,
+        nullif(trim(user_id), '') AS v_user_id,
+        nullif(trim(item_id), '') AS v_item_id,
+        nullif(lower(trim(event_type)), '') AS v_event_type,
+        TRY_CAST(trim(rating) AS DOUBLE) AS v_rating,
+        TRY_CAST(trim(event_time) AS DOUBLE) AS v_time_number,
+        nullif(trim(transaction_id), '') AS v_transaction_id
+    FROM raw_events
+),
+timed AS (
+    SELECT
+        *,
+        CASE
+            WHEN v_time_number IS NOT NULL THEN
+                CASE WHEN abs(v_time_number * (CASE time_unit WHEN 'ms' THEN 1e3 ELSE 1e6 END)) < 9e18
+                     THEN make_timestamp(CAST(v_time_number * (CASE time_unit WHEN 'ms' THEN 1e3 ELSE 1e6 END) AS BIGINT))
+                END
+            ELSE coalesce(
+                TRY_CAST(TRY_CAST(trim(event_time) AS TIMESTAMPTZ) AS TIMESTAMP),
+                TRY_STRPTIME(trim(event_time), '%m/%d/%Y %H:%M')
+            )
+        END AS v_event_time
+    FROM typed
+),
+routed AS (
+    SELECT *, {first_violation} AS rule_reason FROM timed
+)
+SELECT
+    *,
+    CASE
+        WHEN rule_reason IS NOT NULL THEN rule_reason
+        WHEN row_number() OVER (
+            PARTITION BY rule_reason IS NULL, {duplicate_key}
+            ORDER BY source_file, source_row
+        ) > 1 THEN '{duplicate_reason}'
+    END AS reason
+FROM routed
+"""
+
+
+class ValidationConfig(Config):
+    """Bounds of a plausible event time (rows outside are quarantined with a reason)."""
+
+    min_event_time: str = Field(default="1995-01-01", description="ISO date; earlier events are quarantined.")
+    max_future_hours: int = Field(default=24, ge=0, description="Events later than now + this are quarantined.")
+
+
+def _candidates_sql() -> str:
+    return TYPED_CANDIDATES_SQL.format(
+        first_violation=first_violation_sql(),
+        duplicate_key=", ".join(f"v_{column}" for column in DUPLICATE_KEY),
+        duplicate_reason=DUPLICATE_REASON,
+    )
+
+
+def route_raw_rows(con: duckdb.DuckDBPyConnection, bounds: Bounds) -> None:
+    """Rebuild both output tables from ``raw_events`` atomically (all or nothing)."""
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE validation_candidates AS {_candidates_sql()}",
+            {"min_time": bounds.min_event_time, "max_time": bounds.max_event_time},
+        )
+        con.execute(
+            f"""
+            CREATE OR REPLACE TABLE {VALIDATED} AS
+            SELECT v_user_id AS user_id, v_item_id AS item_id, v_event_type AS event_type,
+                   v_rating AS rating, v_event_time AS event_time, v_transaction_id AS transaction_id,
+                   source_file, source_row, source_format
+            FROM validation_candidates WHERE reason IS NULL
+            ORDER BY event_time, source_file, source_row
+            """
+        )
+        con.execute(
+            f"""
+            CREATE OR REPLACE TABLE {QUARANTINED} AS
+            SELECT {RAW_COLUMNS}, reason, now()::TIMESTAMP AS quarantined_at
+            FROM validation_candidates WHERE reason IS NOT NULL
+            ORDER BY source_file, source_row
+            """
+        )
+        con.execute("DROP TABLE validation_candidates")
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+
+
+def row_accounting(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Counts that prove every raw row landed in exactly one output table."""
+    raw, validated, quarantined = con.execute(
+        f"SELECT (SELECT count(*) FROM raw_events), (SELECT count(*) FROM {VALIDATED}),"
+        f" (SELECT count(*) FROM {QUARANTINED})"
+    ).fetchone()
+    (twice,) = con.execute(
+        f"""
+        SELECT count(*) FROM (
+            SELECT source_file, source_row FROM (
+                SELECT source_file, source_row FROM {VALIDATED}
+                UNION ALL SELECT source_file, source_row FROM {QUARANTINED}
+            ) GROUP BY source_file, source_row HAVING count(*) > 1
+        )
+        """
+    ).fetchone()
+    return {"raw": raw, "validated": validated, "quarantined": quarantined, "rows_in_both": twice}
+
+
+def quarantine_summary(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Quarantined rows per reason and file, most frequent first."""
+    return con.execute(
+        f"""
+        SELECT reason, source_file, count(*) AS n_rows
+        FROM {QUARANTINED} GROUP BY ALL ORDER BY n_rows DESC, reason, source_file
+        """
+    ).df()
+
+
+def _accounting_result(counts: dict[str, int]) -> AssetCheckResult:
+    balanced = counts["raw"] == counts["validated"] + counts["quarantined"] and counts["rows_in_both"] == 0
+    return AssetCheckResult(
+        asset_key=VALIDATED,
+        check_name=ROW_ACCOUNTING_CHECK,
+        passed=balanced,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={name: MetadataValue.int(value) for name, value in counts.items()},
+        description="raw_events rows = validated_interactions + quarantined_events, none in both",
+    )
+
+
+def _expectation_result(outcome: ExpectationOutcome) -> AssetCheckResult:
+    return AssetCheckResult(
+        asset_key=VALIDATED,
+        check_name=gx_check_name(outcome.reason),
+        passed=outcome.success,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "expectation": MetadataValue.text(outcome.expectation_type),
+            "unexpected_count": MetadataValue.int(outcome.unexpected_count),
+            "element_count": MetadataValue.int(outcome.element_count),
+        },
+    )
+
+
+def gx_check_name(reason: str) -> str:
+    return f"gx_{reason}"
+
+
+def _check_specs() -> list[AssetCheckSpec]:
+    accounting = AssetCheckSpec(
+        ROW_ACCOUNTING_CHECK,
+        asset=VALIDATED,
+        blocking=True,
+        description="Every raw row is in exactly one of validated_interactions / quarantined_events.",
+    )
+    expectations = [
+        AssetCheckSpec(gx_check_name(rule.reason), asset=VALIDATED, description=f"GX: no row with {rule.description}")
+        for rule in RULES
+        if rule.expectation is not None
+    ]
+    duplicates = AssetCheckSpec(
+        gx_check_name(DUPLICATE_REASON), asset=VALIDATED, description="GX: no event appears twice"
+    )
+    return [accounting, *expectations, duplicates]
+
+
+@multi_asset(
+    specs=[
+        AssetSpec(VALIDATED, deps=[AssetKey("raw_events")], group_name="validate",
+                  description="Typed interactions that passed every data-quality rule."),
+        AssetSpec(QUARANTINED, deps=[AssetKey("raw_events")], group_name="validate",
+                  description="Raw rows that broke a rule, unchanged, with the reason."),
+    ],
+    check_specs=_check_specs(),
+)
+def validate_interactions(context: AssetExecutionContext, config: ValidationConfig, warehouse: DuckDBResource):
+    """Split raw events into validated and quarantined rows, then prove the split with GX."""
+    bounds = Bounds.from_config(config.min_event_time, config.max_future_hours)
+    with timed() as watch, warehouse.get_connection() as con:
+        route_raw_rows(con, bounds)
+        counts = row_accounting(con)
+        summary = quarantine_summary(con)
+        validated_frame = con.execute(f"SELECT {', '.join(DUPLICATE_KEY)} FROM {VALIDATED}").df()
+        validated_meta = table_metadata(con, VALIDATED, watch.seconds)
+        quarantined_meta = table_metadata(con, QUARANTINED, watch.seconds)
+    outcomes = run_suite(validated_frame, bounds)
+    context.log.info("row accounting: %s; quarantined by reason: %s", counts,
+                     summary.groupby("reason")["n_rows"].sum().to_dict())
+    yield MaterializeResult(
+        asset_key=VALIDATED,
+        metadata={**validated_meta, "duration_s": MetadataValue.float(watch.seconds),
+                  "gx_expectations_passed": MetadataValue.int(sum(o.success for o in outcomes)),
+                  "gx_expectations_total": MetadataValue.int(len(outcomes))},
+    )
+    yield MaterializeResult(
+        asset_key=QUARANTINED,
+        metadata={**quarantined_meta, "duration_s": MetadataValue.float(watch.seconds),
+                  "by_reason": frame_preview(summary, limit=50)},
+    )
+    yield _accounting_result(counts)
+    for outcome in outcomes:
+        yield _expectation_result(outcome)
