@@ -50,7 +50,7 @@ def table_preview(con: duckdb.DuckDBPyConnection, table: str, limit: int = 10) -
 
 def count_rows(con: duckdb.DuckDBPyConnection, table: str) -> int:
     """Row count of ``table`` (a trusted, code-defined name)."""
-    return int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    return int(con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
 
 
 def table_metadata(

@@ -1,0 +1,164 @@
+"""Build the serving DuckDB file beside the live one, check it, then swap it in atomically.
+
+Readers (BI, services) open the serving file, never the warehouse. A new version is written to a
+temporary file in the same directory, checked against the published invariants, checkpointed,
+closed and moved over the old file with ``os.replace``: a reader that holds the old file keeps a
+complete old version (same inode), a new reader sees the complete new one, nobody sees a mix, and
+the pipeline never waits for readers. If anything fails before the swap the old file stays.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+RECOMMENDATIONS_PER_USER = 20
+
+#: The public SQL contract: table -> ordered (column, type). Changing it needs a README migration note.
+SERVING_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
+    "recs.user_recommendations": (
+        ("user_id", "VARCHAR"), ("rank", "INTEGER"), ("item_id", "VARCHAR"), ("score", "DOUBLE"),
+        ("model", "VARCHAR"), ("model_version", "VARCHAR"), ("generated_at", "TIMESTAMP"),
+    ),
+    "recs.similar_items": (
+        ("item_id", "VARCHAR"), ("rank", "INTEGER"), ("similar_item_id", "VARCHAR"), ("score", "DOUBLE"),
+        ("model_version", "VARCHAR"), ("generated_at", "TIMESTAMP"),
+    ),
+    "recs.popular_items": (
+        ("rank", "INTEGER"), ("item_id", "VARCHAR"), ("score", "DOUBLE"), ("generated_at", "TIMESTAMP"),
+    ),
+    "recs.items": (
+        ("item_id", "VARCHAR"), ("name", "VARCHAR"), ("category", "VARCHAR"), ("price", "DOUBLE"),
+    ),
+    "ml.evaluation_runs": (
+        ("run_id", "VARCHAR"), ("model", "VARCHAR"), ("model_version", "VARCHAR"), ("metric", "VARCHAR"),
+        ("value", "DOUBLE"), ("evaluated_at", "TIMESTAMP"),
+    ),
+}
+
+#: Tables exported as Parquet beside the serving file (file name = table name).
+PARQUET_EXPORTS = ("recs.user_recommendations", "recs.similar_items", "recs.popular_items")
+
+
+class PublishInvariantError(RuntimeError):
+    """A table about to be published breaks the SQL contract; nothing was published."""
+
+
+@dataclass(frozen=True)
+class InvariantViolation:
+    name: str
+    offending_rows: int
+
+
+#: name -> SQL counting rows that break it (run inside the new serving file, before the swap).
+INVARIANTS: dict[str, str] = {
+    "ranks_without_gaps": """
+        SELECT count(*) FROM (
+            SELECT user_id FROM recs.user_recommendations GROUP BY user_id
+            HAVING min(rank) <> 1 OR max(rank) <> count(*) OR count(DISTINCT rank) <> count(*)
+        )""",
+    "at_most_20_per_user": f"""
+        SELECT count(*) FROM recs.user_recommendations WHERE rank > {RECOMMENDATIONS_PER_USER}""",
+    "no_duplicate_items_per_user": """
+        SELECT count(*) FROM (
+            SELECT user_id, item_id FROM recs.user_recommendations GROUP BY ALL HAVING count(*) > 1
+        )""",
+    "no_null_ids": """
+        SELECT count(*) FROM recs.user_recommendations WHERE user_id IS NULL OR item_id IS NULL""",
+    "single_model_version": """
+        SELECT greatest(count(DISTINCT model_version) - 1, 0) FROM recs.user_recommendations""",
+    "never_a_purchased_item": """
+        SELECT count(*) FROM recs.user_recommendations r
+        JOIN purchased p USING (user_id, item_id)""",
+    "similar_items_not_self": """
+        SELECT count(*) FROM recs.similar_items WHERE item_id = similar_item_id""",
+    "popular_ranks_without_gaps": """
+        SELECT CASE WHEN count(*) = 0 OR (min(rank) = 1 AND max(rank) = count(*)) THEN 0 ELSE 1 END
+        FROM recs.popular_items""",
+}
+
+
+def _create_table(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame) -> None:
+    """Create ``table`` with the contract's column types and fill it from ``frame``."""
+    columns = SERVING_TABLES[table]
+    missing = [name for name, _ in columns if name not in frame.columns]
+    if missing:
+        raise PublishInvariantError(f"{table}: missing columns {missing}")
+    con.execute(f"CREATE TABLE {table} ({', '.join(f'{name} {kind}' for name, kind in columns)})")
+    con.register("incoming", frame)
+    try:
+        con.execute(
+            f"INSERT INTO {table} SELECT {', '.join(f'CAST({name} AS {kind})' for name, kind in columns)} "
+            "FROM incoming"
+        )
+    finally:
+        con.unregister("incoming")
+
+
+def check_invariants(con: duckdb.DuckDBPyConnection, purchased: pd.DataFrame) -> list[InvariantViolation]:
+    """Every published invariant that the tables in ``con`` break (empty list = publishable)."""
+    con.register("purchased", purchased[["user_id", "item_id"]])
+    try:
+        counts = {name: con.execute(sql).fetchall()[0][0] for name, sql in INVARIANTS.items()}
+    finally:
+        con.unregister("purchased")
+    return [InvariantViolation(name, int(count)) for name, count in counts.items() if count]
+
+
+@contextmanager
+def _staging_file(target: Path) -> Iterator[Path]:
+    """A fresh temporary path beside ``target`` (same filesystem, so ``os.replace`` is atomic)."""
+    staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        yield staging
+    finally:
+        for leftover in (staging, staging.with_name(staging.name + ".wal")):
+            leftover.unlink(missing_ok=True)
+
+
+def publish_serving_file(
+    serving_path: Path, tables: dict[str, pd.DataFrame], purchased: pd.DataFrame
+) -> dict[str, int]:
+    """Write ``tables`` into a new serving file, check the invariants, swap it in; row counts back.
+
+    ``purchased`` holds the (user_id, item_id) pairs that must never be recommended. Raises
+    ``PublishInvariantError`` (leaving the live file untouched) when a check fails.
+    """
+    serving_path.parent.mkdir(parents=True, exist_ok=True)
+    with _staging_file(serving_path) as staging:
+        with duckdb.connect(str(staging)) as con:
+            for schema in sorted({table.split(".")[0] for table in SERVING_TABLES}):
+                con.execute(f"CREATE SCHEMA {schema}")
+            for table in SERVING_TABLES:
+                _create_table(con, table, tables[table])
+            violations = check_invariants(con, purchased)
+            if violations:
+                raise PublishInvariantError(
+                    "not published, invariants broken: "
+                    + ", ".join(f"{v.name} ({v.offending_rows} rows)" for v in violations)
+                )
+            counts = {table: con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] for table in SERVING_TABLES}
+            con.execute("CHECKPOINT")
+        os.replace(staging, serving_path)
+    return counts
+
+
+def export_parquet(serving_path: Path, published_dir: Path) -> dict[str, Path]:
+    """Export the public tables of the live serving file as Parquet, each file replaced atomically."""
+    published_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    with duckdb.connect(str(serving_path), read_only=True) as con:
+        for table in PARQUET_EXPORTS:
+            target = published_dir / f"{table.split('.')[1]}.parquet"
+            with _staging_file(target) as staging:
+                con.execute(f"COPY (SELECT * FROM {table}) TO $path (FORMAT parquet)", {"path": str(staging)})
+                os.replace(staging, target)
+            written[table] = target
+    return written

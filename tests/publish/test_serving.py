@@ -1,0 +1,124 @@
+"""The serving file: contract types, invariants refused before the swap, readers never see a mix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from recsys_dagster.publish.serving import (
+    PublishInvariantError,
+    export_parquet,
+    publish_serving_file,
+)
+
+NOW = datetime(2026, 11, 24, 2, 0)
+
+
+def _tables(version: str, users: int = 50, per_user: int = 20) -> dict[str, pd.DataFrame]:
+    recs = pd.DataFrame(
+        {
+            "user_id": [f"u{u}" for u in range(users) for _ in range(per_user)],
+            "rank": [r + 1 for _ in range(users) for r in range(per_user)],
+            "item_id": [f"i{(u + r) % 97}" for u in range(users) for r in range(per_user)],
+            "score": [1.0 / (r + 1) for _ in range(users) for r in range(per_user)],
+            "model": "als_model",
+            "model_version": version,
+            "generated_at": NOW,
+        }
+    )
+    similar = pd.DataFrame(
+        {"item_id": ["i1", "i1"], "rank": [1, 2], "similar_item_id": ["i2", "i3"], "score": [0.9, 0.5],
+         "model_version": version, "generated_at": NOW}
+    )
+    popular = pd.DataFrame({"rank": [1, 2], "item_id": ["i1", "i2"], "score": [10.0, 5.0], "generated_at": NOW})
+    items = pd.DataFrame({"item_id": ["i1"], "name": ["WHITE METAL LANTERN"], "category": [None], "price": [3.39]})
+    runs = pd.DataFrame({"run_id": ["r"], "model": ["als_model"], "model_version": [version],
+                         "metric": ["ndcg@10"], "value": [0.1], "evaluated_at": [NOW]})
+    return {"recs.user_recommendations": recs, "recs.similar_items": similar, "recs.popular_items": popular,
+            "recs.items": items, "ml.evaluation_runs": runs}
+
+
+NOTHING_PURCHASED = pd.DataFrame({"user_id": pd.Series(dtype=str), "item_id": pd.Series(dtype=str)})
+
+
+def test_publish_writes_the_contract_tables(tmp_path: Path) -> None:
+    serving = tmp_path / "serving.duckdb"
+    counts = publish_serving_file(serving, _tables("v1"), NOTHING_PURCHASED)
+    assert counts["recs.user_recommendations"] == 1000
+    with duckdb.connect(str(serving), read_only=True) as con:
+        types = con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'recs' AND table_name = 'user_recommendations' ORDER BY ordinal_position"
+        ).fetchall()
+    assert types == [("user_id", "VARCHAR"), ("rank", "INTEGER"), ("item_id", "VARCHAR"), ("score", "DOUBLE"),
+                     ("model", "VARCHAR"), ("model_version", "VARCHAR"), ("generated_at", "TIMESTAMP")]
+    exported = export_parquet(serving, tmp_path / "published")
+    assert duckdb.execute("SELECT count(*) FROM read_parquet($p)", {"p": str(exported['recs.user_recommendations'])}).fetchall() == [(1000,)]
+
+
+@pytest.mark.parametrize(
+    ("breakage", "invariant"),
+    [
+        (lambda t: t["recs.user_recommendations"].drop(index=3), "ranks_without_gaps"),
+        (lambda t: t["recs.user_recommendations"].assign(item_id="i1"), "no_duplicate_items_per_user"),
+        (lambda t: t["recs.user_recommendations"].assign(model_version=["a", "b"] * 500), "single_model_version"),
+    ],
+)
+def test_a_broken_table_is_refused_and_the_old_file_stays(tmp_path: Path, breakage, invariant: str) -> None:
+    serving = tmp_path / "serving.duckdb"
+    publish_serving_file(serving, _tables("v1"), NOTHING_PURCHASED)
+    broken = _tables("v2")
+    broken["recs.user_recommendations"] = breakage(broken)
+    with pytest.raises(PublishInvariantError, match=invariant):
+        publish_serving_file(serving, broken, NOTHING_PURCHASED)
+    with duckdb.connect(str(serving), read_only=True) as con:
+        assert con.execute("SELECT DISTINCT model_version FROM recs.user_recommendations").fetchall() == [("v1",)]
+    assert [p.name for p in tmp_path.iterdir()] == ["serving.duckdb"]
+
+
+def test_purchased_items_are_refused(tmp_path: Path) -> None:
+    purchased = pd.DataFrame({"user_id": ["u0"], "item_id": ["i0"]})
+    with pytest.raises(PublishInvariantError, match="never_a_purchased_item"):
+        publish_serving_file(tmp_path / "serving.duckdb", _tables("v1"), purchased)
+    assert not (tmp_path / "serving.duckdb").exists()
+
+
+READER = textwrap.dedent(
+    """
+    import sys, duckdb
+    con = duckdb.connect(sys.argv[1], read_only=True)
+    before = con.execute("SELECT count(*), min(model_version) FROM recs.user_recommendations").fetchone()
+    print("ready", flush=True)
+    sys.stdin.readline()  # the parent republishes meanwhile
+    after = con.execute(
+        "SELECT count(*), count(DISTINCT model_version), min(model_version) FROM recs.user_recommendations"
+    ).fetchone()
+    print(before[0], before[1], after[0], after[1], after[2], flush=True)
+    """
+)
+
+
+def test_a_reader_holding_the_file_keeps_a_complete_old_version(tmp_path: Path) -> None:
+    serving = tmp_path / "serving.duckdb"
+    publish_serving_file(serving, _tables("v1", users=50), NOTHING_PURCHASED)
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER, str(serving)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert reader.stdout.readline().strip() == "ready"
+        publish_serving_file(serving, _tables("v2", users=80), NOTHING_PURCHASED)
+        out, _ = reader.communicate("go\n", timeout=60)
+    finally:
+        reader.kill()
+    assert out.split() == ["1000", "v1", "1000", "1", "v1"]
+    with duckdb.connect(str(serving), read_only=True) as con:
+        assert con.execute(
+            "SELECT count(*), min(model_version) FROM recs.user_recommendations"
+        ).fetchone() == (1600, "v2")
