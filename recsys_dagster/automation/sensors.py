@@ -1,0 +1,90 @@
+"""The inbox sensor: a new, fully written event file triggers one refresh that ingests it.
+
+Files are keyed by name, size and modification time. A file is "settled" (no longer being written)
+when it is older than ``RECSYS_INBOX_SETTLE_SECONDS`` or has a ``<name>.done`` marker beside it;
+hidden files and ``*.tmp`` / ``*.part`` uploads are ignored. The cursor remembers every key already
+requested, and each run request's ``run_key`` is the same key, so Dagster itself refuses to launch a
+file twice; ingestion also de-duplicates by content hash, so even a renamed copy adds no rows.
+"""
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
+
+from recsys_dagster import settings
+from recsys_dagster.automation.jobs import refresh_recommendations
+from recsys_dagster.ingest.assets import INGEST_OP_NAME
+from recsys_dagster.ingest.files import is_input_file
+
+DONE_SUFFIX = ".done"
+PARTIAL_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload")
+
+
+@dataclass(frozen=True)
+class InboxFile:
+    path: Path
+    size: int
+    mtime_ns: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.path.name}:{self.size}:{self.mtime_ns}"
+
+
+def settle_seconds() -> float:
+    return float(os.environ.get("RECSYS_INBOX_SETTLE_SECONDS", "10"))
+
+
+def _is_candidate(path: Path, inbox: Path) -> bool:
+    """An input file directly in the inbox, not hidden, not an upload in progress, not escaping it."""
+    name = path.name
+    if name.startswith(".") or name.endswith(PARTIAL_SUFFIXES) or name.endswith(DONE_SUFFIX):
+        return False
+    return path.is_file() and path.resolve().parent == inbox.resolve() and is_input_file(path)
+
+
+def settled_files(inbox: Path, now: float, settle: float) -> list[InboxFile]:
+    """Inbox files that are completely written: marked ``.done`` or untouched for ``settle`` seconds."""
+    if not inbox.is_dir():
+        return []
+    found = []
+    for path in sorted(inbox.iterdir()):
+        if not _is_candidate(path, inbox):
+            continue
+        stat = path.stat()
+        marked = path.with_name(path.name + DONE_SUFFIX).exists()
+        if marked or now - stat.st_mtime >= settle:
+            found.append(InboxFile(path.resolve(), stat.st_size, stat.st_mtime_ns))
+    return found
+
+
+def run_request_for(file: InboxFile) -> RunRequest:
+    """One refresh whose ingest step loads exactly this file."""
+    return RunRequest(
+        run_key=file.key,
+        run_config={"ops": {INGEST_OP_NAME: {"config": {"files": [str(file.path)]}}}},
+        tags={"recsys/inbox_file": file.path.name},
+    )
+
+
+@sensor(
+    name="inbox_sensor",
+    job=refresh_recommendations,
+    minimum_interval_seconds=30,
+    default_status=DefaultSensorStatus.STOPPED,
+    description="Ingest each new, fully written file dropped into RECSYS_INBOX_DIR, once, and refresh.",
+)
+def inbox_sensor(context: SensorEvaluationContext) -> SensorResult | SkipReason:
+    seen: set[str] = set(json.loads(context.cursor)) if context.cursor else set()
+    fresh = [f for f in settled_files(settings.inbox_dir(), time.time(), settle_seconds()) if f.key not in seen]
+    if not fresh:
+        return SkipReason(f"no new settled file in {settings.inbox_dir()}")
+    context.log.info("new inbox files: %s", [f.path.name for f in fresh])
+    return SensorResult(
+        run_requests=[run_request_for(f) for f in fresh],
+        cursor=json.dumps(sorted(seen | {f.key for f in fresh})),
+    )
