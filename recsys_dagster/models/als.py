@@ -1,0 +1,64 @@
+"""Implicit-feedback matrix factorisation (ALS, Hu/Koren/Volinsky) on interaction strength.
+
+Only the factor matrices are kept: a user's score for an item is the dot product of their
+factors, exactly what ``implicit``'s own ``recommend`` ranks by, so scoring needs no live
+``implicit`` object and runs as one numpy matmul per batch of users.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+from dagster import Config
+from implicit.cpu.als import AlternatingLeastSquares
+from threadpoolctl import threadpool_limits
+
+from recsys_dagster.models.artifacts import FitArrays
+from recsys_dagster.models.matrix import load_matrix
+
+
+class AlsConfig(Config):
+    """Hyperparameters of ``implicit.cpu.als.AlternatingLeastSquares``."""
+
+    factors: int = 64
+    regularization: float = 0.05
+    #: Confidence scale: implicit weighs an observed pair by ``1 + alpha * strength``.
+    alpha: float = 10.0
+    iterations: int = 15
+    random_state: int = 42
+
+
+def fit_als(con: duckdb.DuckDBPyConnection, table: str, config: AlsConfig) -> FitArrays:
+    """Fit ALS on the strength matrix of ``table``.
+
+    BLAS is pinned to one thread while fitting: implicit parallelises over users itself, and a
+    multi-threaded OpenBLAS underneath oversubscribes the cores and slows the fit down.
+    """
+    data = load_matrix(con, table)
+    with threadpool_limits(limits=1, user_api="blas"):  # implicit checks the BLAS threads on construction
+        model = AlternatingLeastSquares(
+            factors=config.factors,
+            regularization=config.regularization,
+            alpha=config.alpha,
+            iterations=config.iterations,
+            random_state=config.random_state,
+        )
+        model.fit(data.matrix, show_progress=False)
+    return FitArrays(
+        user_ids=data.user_ids,
+        item_ids=data.item_ids,
+        dense={
+            "user_factors": np.asarray(model.user_factors, dtype=np.float32),
+            "item_factors": np.asarray(model.item_factors, dtype=np.float32),
+        },
+        stats={"n_users": data.n_users, "n_items": data.n_items, "nnz": data.nnz},
+    )
+
+
+def score_als(fit: FitArrays, user_rows: np.ndarray) -> np.ndarray:
+    return (fit.dense["user_factors"][user_rows] @ fit.dense["item_factors"].T).astype(np.float64)
+
+
+def item_vectors_als(fit: FitArrays) -> np.ndarray:
+    """Item factors, compared by cosine as implicit's ``similar_items`` does."""
+    return fit.dense["item_factors"]

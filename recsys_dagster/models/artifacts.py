@@ -1,0 +1,83 @@
+"""Model artifacts on disk: one versioned folder per trained model, plain numpy files inside.
+
+Layout: ``<models_dir>/<model>/<model_version>/`` holding ``params.json`` and one sub-folder per
+fit (``holdout/``, ``serving/``) with ``ids.npz`` (user and item ids, in matrix order),
+``arrays.npz`` (dense arrays such as factors) and one ``sparse_<name>.npz`` per sparse matrix.
+Only numpy/scipy formats are written, loaded with ``allow_pickle=False``, so an artifact never
+executes code on load and survives library upgrades that would break a pickled model object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.sparse import csr_matrix, load_npz, save_npz
+
+from recsys_dagster.models.matrix import id_array
+
+
+@dataclass
+class FitArrays:
+    """Everything one fit of a model needs for scoring, as arrays keyed by name."""
+
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    dense: dict[str, np.ndarray] = field(default_factory=dict)
+    sparse: dict[str, csr_matrix] = field(default_factory=dict)
+    #: Sizes of the data the fit was trained on (reported in params.json and the Dagster UI).
+    stats: dict[str, int] = field(default_factory=dict)
+    #: id -> position lookups, built once so scoring maps whole id columns with ``get_indexer``.
+    user_index: pd.Index = field(init=False, repr=False)
+    item_index: pd.Index = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.user_ids = id_array(self.user_ids)
+        self.item_ids = id_array(self.item_ids)
+        self.user_index = pd.Index(self.user_ids)
+        self.item_index = pd.Index(self.item_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+
+def save_fit(fit: FitArrays, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / "ids.npz", user_ids=fit.user_ids, item_ids=fit.item_ids)
+    np.savez(folder / "arrays.npz", **fit.dense)
+    for name, matrix in fit.sparse.items():
+        save_npz(folder / f"sparse_{name}.npz", matrix)
+
+
+def load_fit(folder: Path) -> FitArrays:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"model artifact folder {folder} is missing")
+    with np.load(folder / "ids.npz", allow_pickle=False) as ids, np.load(
+        folder / "arrays.npz", allow_pickle=False
+    ) as arrays:
+        fit = FitArrays(user_ids=ids["user_ids"], item_ids=ids["item_ids"], dense=dict(arrays))
+    fit.sparse = {
+        path.stem.removeprefix("sparse_"): load_npz(path).tocsr() for path in sorted(folder.glob("sparse_*.npz"))
+    }
+    return fit
+
+
+def new_model_version(hyperparameters: dict[str, object], data_fingerprints: dict[str, str]) -> str:
+    """``<UTC timestamp>-<hash>``: sorts by training time, and the hash tells apart runs of the same
+    second and names exactly which hyperparameters and data produced the artifact."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    payload = json.dumps({"params": hyperparameters, "data": data_fingerprints}, sort_keys=True, default=str)
+    return f"{stamp}-{hashlib.sha256(payload.encode()).hexdigest()[:8]}"
+
+
+def write_params(folder: Path, document: dict[str, object]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "params.json"
+    path.write_text(json.dumps(document, indent=2, sort_keys=True, default=str))
+    return path

@@ -1,0 +1,290 @@
+"""The model registry and the one scoring API that evaluation and publishing both use.
+
+``ml.model_registry`` has one row per trained artifact; ``load_latest`` reads the newest row of a
+model and returns a ``LoadedModel`` whose ``recommend`` / ``similar_items`` / ``predict_ratings``
+score with plain numpy/scipy from the artifact's arrays. Evaluation and publishing calling the
+same code is what makes the evaluated numbers describe the published tables.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import duckdb
+import numpy as np
+import pandas as pd
+from dagster import Config
+from scipy.sparse import csr_matrix
+
+from recsys_dagster.models import als, baselines, svd
+from recsys_dagster.models.artifacts import FitArrays, load_fit
+from recsys_dagster.models.matrix import checked_table, pairs_matrix
+from recsys_dagster.models.scoring import batch_size, mask_cells, ranks_within_rows, top_n
+
+MODEL_NAMES = ("als_model", "svd_model", "popularity_model", "item_knn_model")
+FITS = ("holdout", "serving")
+
+REGISTRY_DDL = """
+CREATE SCHEMA IF NOT EXISTS ml;
+CREATE TABLE IF NOT EXISTS ml.model_registry (
+    model VARCHAR, model_version VARCHAR, artifact_dir VARCHAR, params_json VARCHAR,
+    n_users BIGINT, n_items BIGINT, trained_at TIMESTAMP, run_id VARCHAR
+);
+"""
+
+
+def cosine_similarities(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Cosine of ``vectors[rows]`` against every vector (zero vectors get a tiny norm, as in implicit)."""
+    norms = np.linalg.norm(vectors, axis=1)
+    norms[norms == 0] = 1e-10
+    return ((vectors[rows] @ vectors.T) / np.outer(norms[rows], norms)).astype(np.float64)
+
+
+def popularity_keys(fit: FitArrays, count: int) -> np.ndarray:
+    """Popularity ranks every user alike; the key is minus the stored position (best first)."""
+    return np.broadcast_to(-np.arange(fit.n_items, dtype=np.float64), (count, fit.n_items)).copy()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How one kind of model is configured, fitted and scored.
+
+    ``score(fit, user_rows)`` returns a dense (users x items) array of ranking keys, -inf for items
+    that must not be recommended; ``reported_score`` turns the keys of chosen cells into the
+    published score (popularity ranks by stored position but reports distinct users).
+    """
+
+    config_class: type[Config]
+    fit: Callable[[duckdb.DuckDBPyConnection, str, Config], FitArrays]
+    score: Callable[[FitArrays, np.ndarray], np.ndarray]
+    similar: Callable[[FitArrays, np.ndarray], np.ndarray] | None = None
+    user_agnostic: bool = False
+    reported_score: Callable[[FitArrays, np.ndarray, np.ndarray], np.ndarray] = lambda fit, cols, keys: keys
+
+
+MODEL_SPECS: dict[str, ModelSpec] = {
+    "als_model": ModelSpec(
+        config_class=als.AlsConfig,
+        fit=als.fit_als,
+        score=als.score_als,
+        similar=lambda fit, rows: cosine_similarities(als.item_vectors_als(fit), rows),
+    ),
+    "svd_model": ModelSpec(config_class=svd.SvdConfig, fit=svd.fit_svd, score=svd.score_svd),
+    "popularity_model": ModelSpec(
+        config_class=baselines.PopularityConfig,
+        fit=baselines.fit_popularity,
+        score=lambda fit, rows: popularity_keys(fit, len(rows)),
+        user_agnostic=True,
+        reported_score=lambda fit, cols, keys: fit.dense["n_users"][cols],
+    ),
+    "item_knn_model": ModelSpec(
+        config_class=baselines.ItemKnnConfig,
+        fit=baselines.fit_item_knn,
+        score=baselines.score_item_knn,
+        similar=baselines.similar_item_knn,
+    ),
+}
+
+
+def ensure_registry(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(REGISTRY_DDL)
+
+
+def register_model(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    model: str,
+    model_version: str,
+    artifact_dir: Path,
+    hyperparameters: dict[str, object],
+    n_users: int,
+    n_items: int,
+    run_id: str,
+) -> None:
+    """Append the registry row that makes an artifact the model's latest."""
+    ensure_registry(con)
+    con.execute(
+        "INSERT INTO ml.model_registry VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            model,
+            model_version,
+            str(artifact_dir),
+            json.dumps(hyperparameters, sort_keys=True),
+            n_users,
+            n_items,
+            datetime.now(UTC).replace(tzinfo=None),
+            run_id,
+        ],
+    )
+
+
+def purchased_pairs(con: duckdb.DuckDBPyConnection, table: str) -> pd.DataFrame:
+    """(user_id, item_id) pairs the user already owns in ``table``: bought, or rated (a rating means
+    the user has the item). Recommendations never repeat these — evaluation and publishing both
+    exclude them, so the evaluated lists are the published ones."""
+    return con.execute(
+        f"SELECT user_id, item_id FROM {checked_table(table)} WHERE n_transactions > 0 OR n_ratings > 0"
+    ).df()
+
+
+def _registry_exists(con: duckdb.DuckDBPyConnection) -> bool:
+    found = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'ml' AND table_name = 'model_registry'"
+    ).fetchone()
+    return bool(found[0])
+
+
+def registered_models(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The models of ``MODEL_NAMES`` that have at least one registry row, in that order."""
+    if not _registry_exists(con):
+        return []
+    present = {row[0] for row in con.execute("SELECT DISTINCT model FROM ml.model_registry").fetchall()}
+    return [name for name in MODEL_NAMES if name in present]
+
+
+def load_latest(con: duckdb.DuckDBPyConnection, model: str) -> LoadedModel:
+    """The newest registered artifact of ``model`` (versions sort by training time)."""
+    if model not in MODEL_SPECS:
+        raise ValueError(f"unknown model {model!r}; expected one of {MODEL_NAMES}")
+    row = (
+        con.execute(
+            """
+            SELECT model_version, artifact_dir, params_json FROM ml.model_registry
+            WHERE model = ? ORDER BY trained_at DESC, model_version DESC LIMIT 1
+            """,
+            [model],
+        ).fetchone()
+        if _registry_exists(con)
+        else None
+    )
+    if row is None:
+        raise LookupError(f"no trained artifact of {model!r} in ml.model_registry: materialize the {model} asset first")
+    model_version, artifact_dir, params_json = row
+    return LoadedModel(
+        model=model, model_version=model_version, artifact_dir=Path(artifact_dir), params=json.loads(params_json)
+    )
+
+
+@dataclass
+class LoadedModel:
+    """One registered artifact; its two fits are read from disk on first use."""
+
+    model: str
+    model_version: str
+    artifact_dir: Path
+    params: dict[str, object]
+    _fits: dict[str, FitArrays] = field(default_factory=dict, repr=False)
+
+    @property
+    def spec(self) -> ModelSpec:
+        return MODEL_SPECS[self.model]
+
+    def fit_arrays(self, fit: Literal["holdout", "serving"]) -> FitArrays:
+        if fit not in FITS:
+            raise ValueError(f"fit must be one of {FITS}, not {fit!r}")
+        if fit not in self._fits:
+            self._fits[fit] = load_fit(self.artifact_dir / fit)
+        return self._fits[fit]
+
+    def recommend(
+        self,
+        user_ids: Sequence[str],
+        n: int,
+        fit: Literal["holdout", "serving"],
+        exclude: pd.DataFrame | None = None,
+    ) -> pd.DataFrame:
+        """Top-``n`` items per user: DataFrame[user_id, rank, item_id, score], ranks 1..k (k <= n).
+
+        Users unknown to the fit are absent (popularity knows everyone); ``exclude`` holds
+        (user_id, item_id) pairs never to return. No item appears twice for a user.
+        """
+        arrays = self.fit_arrays(fit)
+        requested = unique_ids(user_ids)
+        if self.spec.user_agnostic:
+            users, user_rows = requested, np.arange(len(requested))
+        else:
+            positions = arrays.user_index.get_indexer(requested)
+            users, user_rows = requested[positions >= 0], positions[positions >= 0]
+        excluded = pairs_matrix(
+            exclude if exclude is not None else pd.DataFrame(columns=["user_id", "item_id"]),
+            users,
+            arrays.item_index,
+        )
+        step = batch_size(arrays.n_items)
+        batches = [slice(start, start + step) for start in range(0, len(users), step)]
+        frames = [self._recommend_batch(arrays, users[b], user_rows[b], excluded[b], n) for b in batches]
+        return pd.concat(frames, ignore_index=True) if frames else _empty_frame("user_id", "item_id")
+
+    def _recommend_batch(
+        self, arrays: FitArrays, users: pd.Index, rows: np.ndarray, excluded: csr_matrix, n: int
+    ) -> pd.DataFrame:
+        keys = mask_cells(self.spec.score(arrays, rows), excluded)
+        batch_rows, cols, best = top_n(keys, n)
+        return pd.DataFrame(
+            {
+                "user_id": users.to_numpy(dtype=object)[batch_rows],
+                "rank": ranks_within_rows(batch_rows),
+                "item_id": arrays.item_ids.astype(object)[cols],
+                "score": self.spec.reported_score(arrays, cols, best).astype(np.float64),
+            }
+        )
+
+    def similar_items(
+        self, item_ids: Sequence[str] | None, n: int, fit: Literal["holdout", "serving"]
+    ) -> pd.DataFrame:
+        """Top-``n`` most similar items per item: DataFrame[item_id, rank, similar_item_id, score].
+
+        ``None`` = every item of the fit; unknown items are absent; an item is never its own neighbour.
+        """
+        if self.spec.similar is None:
+            raise NotImplementedError(f"similar_items is defined for als_model and item_knn_model, not {self.model}")
+        arrays = self.fit_arrays(fit)
+        if item_ids is None:
+            rows = np.arange(arrays.n_items)
+        else:
+            positions = arrays.item_index.get_indexer(unique_ids(item_ids))
+            rows = positions[positions >= 0]
+        step = batch_size(arrays.n_items)
+        frames = [self._similar_batch(arrays, rows[start : start + step], n) for start in range(0, len(rows), step)]
+        return pd.concat(frames, ignore_index=True) if frames else _empty_frame("item_id", "similar_item_id")
+
+    def _similar_batch(self, arrays: FitArrays, rows: np.ndarray, n: int) -> pd.DataFrame:
+        scores = self.spec.similar(arrays, rows)
+        scores[np.arange(len(rows)), rows] = -np.inf
+        batch_rows, cols, best = top_n(scores, n)
+        item_ids = arrays.item_ids.astype(object)
+        return pd.DataFrame(
+            {
+                "item_id": item_ids[rows[batch_rows]],
+                "rank": ranks_within_rows(batch_rows),
+                "similar_item_id": item_ids[cols],
+                "score": best,
+            }
+        )
+
+    def predict_ratings(self, pairs: pd.DataFrame, fit: Literal["holdout", "serving"]) -> np.ndarray:
+        """SVD's predicted rating of every (user_id, item_id) row, as surprise's ``predict`` gives it."""
+        if self.model != "svd_model":
+            raise NotImplementedError(f"predict_ratings is defined for svd_model only, not {self.model}")
+        return svd.predict_svd(self.fit_arrays(fit), pairs)
+
+
+def unique_ids(ids: Sequence[str]) -> pd.Index:
+    """The distinct ids as strings, in first-seen order."""
+    return pd.Index(pd.unique(np.asarray(list(ids), dtype=object))).astype(str)
+
+
+def _empty_frame(key: str, other: str) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            key: pd.Series(dtype=object),
+            "rank": pd.Series(dtype=np.int64),
+            other: pd.Series(dtype=object),
+            "score": pd.Series(dtype=np.float64),
+        }
+    )
