@@ -10,6 +10,28 @@ Files are tracked in ``main.ingested_files`` by the sha256 of their content, one
 
 All writes of one run happen in one transaction, so a failing file leaves every table as it was.
 Rows of files that disappear from the directories are kept: the warehouse is the history.
+
+Rejected files. A file that cannot be loaded as a whole -- empty (0 bytes), binary, of no known
+shape, a truncated gzip, a name DuckDB would expand as a glob, a CSV error DuckDB cannot get past, or
+a scanned link pointing outside the input/inbox dirs -- is handled so that it is noticed once and
+blocks nothing afterwards:
+
+- the first run that meets it FAILS, before writing any row (the good files of that run are not
+  loaded either: a failed run leaves every table exactly as it was), with an error naming each
+  rejected file and its problem -- a red run is what an on-call engineer sees;
+- the rejection is recorded in ``main.rejected_files`` (file_path, file_name, sha256, size_bytes,
+  error, rejected_at), committed even though the run fails;
+- every later run (the retry, the next schedule, a sensor run) skips that path with that content,
+  logs a warning with the recorded error and lists it in the ``files_rejected`` metadata and the
+  ``files`` table (status ``rejected_earlier``), and loads everything else;
+- the file is looked at again as soon as its content changes (a fixed export under the same
+  name). To retry unchanged content, delete its row:
+  ``DELETE FROM main.rejected_files WHERE file_name = '...'``.
+
+A link is recorded with sha256 NULL: content outside the allowed dirs is never read, not even to
+hash it. A configured path outside the allowed dirs (``IngestConfig.files``) is a configuration
+error, not a file: it fails every run it is configured for and is not recorded. Files whose name
+ends in ``.part``/``.tmp`` (still being written) are never scanned (see ``files.is_data_file_name``).
 """
 
 # No `from __future__ import annotations` here: Dagster resolves the IngestConfig annotation at decoration time.
@@ -26,6 +48,11 @@ from dagster import AssetExecutionContext, AssetSpec, Config, MaterializeResult,
 from dagster_duckdb import DuckDBResource
 
 from recsys_dagster.ingest.files import (
+    FileOutsideAllowedDirsError,
+    FileRejectedError,
+    UnreadableFileError,
+    check_readable_name,
+    resolve_inside,
     resolve_requested_files,
     scan_data_files,
     sha256_of,
@@ -53,14 +80,21 @@ TABLE_DDL = (
         item_id VARCHAR, name VARCHAR, category VARCHAR, brand VARCHAR, price DOUBLE, available BOOLEAN,
         source_file VARCHAR, source_format VARCHAR, observed_at TIMESTAMP)""",
 )
+#: Created before any file is looked at: a rejection is recorded even when no row table exists yet.
+REJECTED_FILES_DDL = """CREATE TABLE IF NOT EXISTS main.rejected_files (
+    file_path VARCHAR, file_name VARCHAR, sha256 VARCHAR, size_bytes BIGINT, error VARCHAR, rejected_at TIMESTAMP)"""
+#: Longest error text stored and shown per rejected file (DuckDB quotes whole lines, up to megabytes).
+MAX_ERROR_CHARS = 600
 #: Tables holding rows keyed by ``source_file`` (replaced together when a path's content changes).
 ROW_TABLES = ("main.raw_events", "main.raw_items")
 
 LOADED = "loaded"
 DUPLICATE = "duplicate_content"
-#: Run-only statuses (not stored): the path's rows were swapped for new content / nothing to do.
+#: Run-only statuses (not stored): the path's rows were swapped for new content / nothing to do /
+#: the path's content was rejected by an earlier run and is skipped.
 REPLACED = "replaced"
 UNCHANGED = "unchanged"
+REJECTED_EARLIER = "rejected_earlier"
 
 
 class IngestConfig(Config):
@@ -91,6 +125,36 @@ class FileOutcome:
     status: str
     events_rows: int = 0
     items_rows: int = 0
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A file refused as a whole: where, which content (None when never read) and why."""
+
+    path: Path
+    sha256: str | None
+    size_bytes: int | None
+    error: FileRejectedError
+
+    @property
+    def message(self) -> str:
+        return short_error(self.error)
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """Every candidate file of a run sorted into: to load, rejected now, rejected by an earlier run."""
+
+    files: list[InputFile]
+    rejections: list[Rejection]
+    skipped: list[FileOutcome]
+
+
+def short_error(error: BaseException) -> str:
+    """The error text cut to ``MAX_ERROR_CHARS`` (the start names the file and the problem)."""
+    text = str(error)
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + " [...]"
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -106,9 +170,85 @@ def select_files(config: IngestConfig, paths: RecsysPaths) -> list[Path]:
     return scan_data_files([paths.input_path(), paths.inbox_path()])
 
 
-def inspect_file(path: Path) -> InputFile:
-    """Recognise and hash ``path``; raises for unrecognised files before anything is written."""
-    return InputFile(detect_format(path), sha256_of(path), path.stat().st_size)
+def earlier_rejection(con: duckdb.DuckDBPyConnection, path: Path, sha256: str | None) -> str | None:
+    """The recorded error when this path with this content was rejected before, else None."""
+    row = con.execute(
+        "SELECT error FROM main.rejected_files WHERE file_path = ? AND sha256 IS NOT DISTINCT FROM ? "
+        "ORDER BY rejected_at DESC LIMIT 1",
+        [str(path), sha256],
+    ).fetchone()
+    return row[0] if row else None
+
+
+def is_recorded(con: duckdb.DuckDBPyConnection, path: Path, sha256: str) -> bool:
+    """True when the ledger already holds this path with this content (nothing will be read)."""
+    sql = "SELECT count(*) FROM main.ingested_files WHERE file_path = ? AND sha256 = ?"
+    return bool(con.execute(sql, [str(path), sha256]).fetchone()[0])
+
+
+def recognise(con: duckdb.DuckDBPyConnection, path: Path, sha256: str) -> InputFile:
+    """Recognise ``path``; content not yet in the ledger is also read in full (encoding, gzip end).
+
+    Raises ``FileRejectedError`` for a file that cannot be loaded as it is.
+    """
+    check_readable_name(path)
+    detected = detect_format(path)
+    if not is_recorded(con, path, sha256):
+        encoding = text_encoding_of(path, compressed=detected.compression == "gzip")
+        detected = dataclasses.replace(detected, encoding=encoding)
+    return InputFile(detected, sha256, path.stat().st_size)
+
+
+def inspect_file(
+    con: duckdb.DuckDBPyConnection, candidate: Path, allowed: tuple[Path, ...]
+) -> InputFile | Rejection | FileOutcome:
+    """One candidate: a file to load, a new rejection, or the skip of content rejected by an earlier run."""
+    problem: FileRejectedError | None = None
+    try:
+        path = resolve_inside(candidate, allowed)
+        sha256: str | None = sha256_of(path)
+    except FileOutsideAllowedDirsError as error:
+        path, sha256, problem = candidate, None, error  # never read: not even hashed
+    recorded = earlier_rejection(con, path, sha256)
+    if recorded is not None:
+        return FileOutcome(str(path), "-", REJECTED_EARLIER, detail=recorded)
+    if problem is None:
+        try:
+            return recognise(con, path, sha256)
+        except FileRejectedError as error:
+            problem = error
+    return Rejection(path, sha256, None if sha256 is None else path.stat().st_size, problem)
+
+
+def inspect_files(con: duckdb.DuckDBPyConnection, candidates: list[Path], allowed: tuple[Path, ...]) -> Inspection:
+    """Resolve, hash and recognise every candidate before anything is written.
+
+    New problems are collected for all files, so that one failed run names every bad file at once.
+    A file reached twice (directly and through a link) is loaded once.
+    """
+    inspected = [inspect_file(con, candidate, allowed) for candidate in candidates]
+    files = {item.path: item for item in reversed(inspected) if isinstance(item, InputFile)}
+    return Inspection(
+        sorted(files.values(), key=lambda file: file.path),
+        [item for item in inspected if isinstance(item, Rejection)],
+        [item for item in inspected if isinstance(item, FileOutcome)],
+    )
+
+
+def record_rejections(con: duckdb.DuckDBPyConnection, rejections: list[Rejection], rejected_at: datetime) -> None:
+    """Remember rejected files (committed at once: it must outlive the failing run)."""
+    con.executemany(
+        "INSERT INTO main.rejected_files VALUES (?, ?, ?, ?, ?, ?)",
+        [[str(r.path), r.path.name, r.sha256, r.size_bytes, r.message, rejected_at] for r in rejections],
+    )
+
+
+def rejection_error(rejections: list[Rejection]) -> FileRejectedError:
+    """One error for the run: the first rejection's type, every rejected file and problem in the text."""
+    lines = [f"{len(rejections)} input file(s) rejected, nothing was loaded by this run:"]
+    lines += [f"- {r.message}" for r in rejections]
+    lines.append("They are recorded in main.rejected_files; the next run skips them and loads the other files.")
+    return type(rejections[0].error)("\n".join(lines))
 
 
 def remove_stale_rows(
@@ -155,6 +295,22 @@ def recorded_status(con: duckdb.DuckDBPyConnection, file: InputFile) -> str | No
     return row[0] if row else None
 
 
+def execute_read(con: duckdb.DuckDBPyConnection, detected: DetectedFile, sql: str, params: list) -> int:
+    """Run an INSERT that reads the file; a CSV error DuckDB cannot get past rejects the file."""
+    try:
+        return int(con.execute(sql, params).fetchone()[0])
+    except duckdb.InvalidInputException as error:
+        summary = " ".join(str(error).splitlines()[:1] + _csv_error_hint(str(error)))
+        raise UnreadableFileError(f"{detected.path}: DuckDB cannot read it as CSV: {summary}") from error
+
+
+def _csv_error_hint(message: str) -> list[str]:
+    """The line of a DuckDB CSV error that says what is wrong (it follows the quoted original line)."""
+    lines = [line for line in message.splitlines() if line.strip()]
+    after_original = [i + 1 for i, line in enumerate(lines) if line.startswith("Original Line:")]
+    return [lines[after_original[0]][:200]] if after_original and after_original[0] < len(lines) else []
+
+
 def insert_events(con: duckdb.DuckDBPyConnection, detected: DetectedFile, ingested_at: datetime) -> int:
     """Append every data row of the file to raw_events; returns the number of rows."""
     sql = (
@@ -162,7 +318,7 @@ def insert_events(con: duckdb.DuckDBPyConnection, detected: DetectedFile, ingest
         f"rating, event_time, time_unit, transaction_id, ?::TIMESTAMP FROM ({events_select_sql(detected)})"
     )
     params = [str(detected.path), detected.format.name, ingested_at, *read_csv_parameters(detected)]
-    return int(con.execute(sql, params).fetchone()[0])
+    return execute_read(con, detected, sql, params)
 
 
 def insert_items(con: duckdb.DuckDBPyConnection, detected: DetectedFile) -> int:
@@ -172,7 +328,7 @@ def insert_items(con: duckdb.DuckDBPyConnection, detected: DetectedFile) -> int:
         f"?::VARCHAR, observed_at FROM ({items_select_sql(detected)})"
     )
     params = [str(detected.path), detected.format.name, *read_csv_parameters(detected)]
-    return int(con.execute(sql, params).fetchone()[0])
+    return execute_read(con, detected, sql, params)
 
 
 def record_file(
@@ -189,10 +345,9 @@ def record_file(
 def load_file(con: duckdb.DuckDBPyConnection, file: InputFile, ingested_at: datetime) -> tuple[int, int]:
     """Load the file's events and catalog rows and record it; returns (events rows, items rows).
 
-    The text encoding is checked on the whole file only here, for files that are actually read.
+    The text encoding was established on the whole file by ``recognise``.
     """
-    encoding = text_encoding_of(file.path, compressed=file.detected.compression == "gzip")
-    detected = dataclasses.replace(file.detected, encoding=encoding)
+    detected = file.detected
     events = insert_events(con, detected, ingested_at) if detected.has_events else 0
     items = insert_items(con, detected) if detected.has_items else 0
     record_file(con, file, events if detected.has_events else items, LOADED, ingested_at)
@@ -229,6 +384,7 @@ class RunSummary:
         return sum(getattr(outcome, column) for outcome in self.outcomes)
 
     def count(self, *statuses: str) -> int:
+        """Files of this run with one of ``statuses``."""
         return sum(outcome.status in statuses for outcome in self.outcomes)
 
     def files_table(self) -> MetadataValue:
@@ -237,12 +393,25 @@ class RunSummary:
 
 
 def ingest_files(con: duckdb.DuckDBPyConnection, files: list[InputFile], ingested_at: datetime) -> RunSummary:
-    """Apply the content rule to every file in ONE transaction (all or nothing)."""
+    """Apply the content rule to every file in ONE transaction (all or nothing).
+
+    A file DuckDB cannot read rolls everything back, is recorded as rejected and fails the run.
+    """
     con.execute("BEGIN TRANSACTION")
     try:
         stale_paths, removed = remove_stale_rows(con, files)
-        outcomes = [ingest_file(con, file, file.path in stale_paths, ingested_at) for file in files]
+        outcomes = []
+        for file in files:
+            try:
+                outcomes.append(ingest_file(con, file, file.path in stale_paths, ingested_at))
+            except FileRejectedError as error:
+                con.execute("ROLLBACK")
+                rejections = [Rejection(file.path, file.sha256, file.size_bytes, error)]
+                record_rejections(con, rejections, ingested_at)
+                raise rejection_error(rejections) from error
         con.execute("COMMIT")
+    except FileRejectedError:
+        raise
     except BaseException:
         con.execute("ROLLBACK")
         raise
@@ -258,6 +427,7 @@ def output_metadata(con: duckdb.DuckDBPyConnection, table: str, summary: RunSumm
         "files_loaded": MetadataValue.int(summary.count(LOADED, REPLACED)),
         "files_skipped_duplicate": MetadataValue.int(summary.count(DUPLICATE)),
         "files_unchanged": MetadataValue.int(summary.count(UNCHANGED)),
+        "files_rejected": MetadataValue.int(summary.count(REJECTED_EARLIER)),
         "files": summary.files_table(),
     }
 
@@ -285,13 +455,24 @@ def ingest(
 ) -> Iterator[MaterializeResult]:
     """Recognise, hash and load the input files into raw_events and raw_items."""
     with timed() as watch:
-        files = [inspect_file(path) for path in select_files(config, paths)]
-        listing = ", ".join(f"{file.path} [{file.detected.format.name}]" for file in files)
-        context.log.info(f"{len(files)} input file(s): {listing}")
+        candidates = select_files(config, paths)
+        allowed = (paths.input_path().resolve(), paths.inbox_path().resolve())
+        started = datetime.now(UTC).replace(tzinfo=None)
         # closing(): the resource only closes on success; a failed run must release the file lock too.
         with warehouse.get_connection() as con, closing(con):
+            con.execute(TABLE_DDL[0])
+            con.execute(REJECTED_FILES_DDL)
+            inspection = inspect_files(con, candidates, allowed)
+            for skipped in inspection.skipped:
+                context.log.warning(f"{skipped.file}: skipped, rejected by an earlier run: {skipped.detail}")
+            if inspection.rejections:
+                record_rejections(con, inspection.rejections, started)
+                raise rejection_error(inspection.rejections)
+            listing = ", ".join(f"{file.path} [{file.detected.format.name}]" for file in inspection.files)
+            context.log.info(f"{len(inspection.files)} input file(s): {listing}")
             ensure_tables(con)
-            summary = ingest_files(con, files, datetime.now(UTC).replace(tzinfo=None))
+            loaded = ingest_files(con, inspection.files, started)
+            summary = RunSummary(loaded.outcomes + inspection.skipped, loaded.removed)
             for done in summary.outcomes:
                 context.log.info(f"{done.file}: {done.status}, {done.events_rows} events, {done.items_rows} items")
             metadata = {table: output_metadata(con, table, summary, watch.seconds) for table in ROW_TABLES}

@@ -9,21 +9,33 @@ Files are read by DuckDB's CSV reader with every column as VARCHAR, explicit dia
 and non-strict parsing, so a bad value or a short/long line never aborts a load: the row is kept and
 validation quarantines it with a reason. ``WITH ORDINALITY`` numbers the records in file order,
 which gives the exact 1-based ``source_row`` (blank lines are not records and are not counted).
+Values are trimmed of every kind of blank (spaces, tabs, stray CR, no-break spaces, a BOM left in the
+middle of concatenated exports) so that ``" view\t"`` and ``"view"`` are the same value.
+
+A file is refused as a whole (``UnrecognisedFileError``) when it is empty (0 bytes: nothing proves
+the export even ran; a header-only file is accepted as 0 rows), binary (NUL bytes: images,
+spreadsheets, archives named ``.csv``), or matches no shape; the message names the file, what was
+seen and, for a header, the closest format and its missing columns.
 """
 
 from __future__ import annotations
 
 import csv
-import gzip
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from recsys_dagster.ingest.files import FileRejectedError, read_start
+
 #: Bytes of (decompressed) file start inspected to recognise the format.
 SAMPLE_BYTES = 64 * 1024
 #: Data rows (after the header, if any) whose values must fit a header-less signature.
 SAMPLE_ROWS = 20
+#: Share of the sample rows that must fit a header-less signature (the first row always must: a
+#: header line never fits, which is what tells an unknown header from a header-less file). A few
+#: bad rows in a real export are validation's business, not a reason to refuse the file.
+HEADERLESS_MIN_SHARE = 0.8
 DELIMITER_CANDIDATES = (",", "\t", ";", "|")
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -34,10 +46,20 @@ ITEM_COLUMNS = ("item_id", "name", "category", "brand", "price", "available", "o
 
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 _NUMERIC = r"'[+-]?[0-9]+(\.[0-9]*)?'"
+#: Header-less value shapes: any signed decimal (a bad value is validation's business), or any id.
+_NUMBER = r"[+-]?[0-9]+(\.[0-9]+)?"
+_ID = r"\S+"
+#: Blanks stripped from every value: space, tab, CR, LF, VT, FF, no-break space, BOM.
+BLANKS = " \t\r\n\v\f\u00a0\ufeff"
 
 
-class UnrecognisedFileError(ValueError):
+class UnrecognisedFileError(FileRejectedError, ValueError):
     """An input file matches none of the known formats (the message says what was seen)."""
+
+
+def trimmed_sql(expression: str) -> str:
+    """SQL: ``expression`` with ``BLANKS`` stripped at both ends, '' -> NULL."""
+    return f"nullif(trim({expression}, '{BLANKS}'), '')"
 
 
 def normalise_header(name: str) -> str:
@@ -169,7 +191,7 @@ FORMATS: tuple[SourceFormat, ...] = (
             "time_unit": "'s'",
         },
         # The original ratings_*.csv files have no header: user, ASIN, rating, unix seconds.
-        headerless=(r"\S+", r"\S+", r"[0-9]+(\.[0-9]+)?", r"[0-9]+"),
+        headerless=(_ID, _ID, _NUMBER, _NUMBER),
     ),
     SourceFormat(
         name="online_retail",
@@ -259,7 +281,7 @@ FORMATS: tuple[SourceFormat, ...] = (
             "category": "category_id",
             "observed_at": _epoch_seconds_to_timestamp("timestamp"),
         },
-        headerless=(r"[0-9]+", r"[0-9]+", r"[0-9]+", r"(?i)pv|cart|fav|buy", r"[0-9]+"),
+        headerless=(_ID, _ID, _ID, r"(?i)pv|cart|fav|buy", _NUMBER),
     ),
     SourceFormat(
         name="yoochoose",
@@ -307,14 +329,13 @@ def is_gzip(path: Path) -> bool:
 
 def read_sample_lines(path: Path, encoding: str) -> list[str]:
     """The complete lines in the first ``SAMPLE_BYTES`` (decompressed) bytes of the file."""
-    opener = gzip.open if is_gzip(path) else open
-    with opener(path, "rb") as handle:
-        raw = handle.read(SAMPLE_BYTES + 1)
-    truncated = len(raw) > SAMPLE_BYTES
+    raw = read_start(path, SAMPLE_BYTES + 1, is_gzip(path))
     text = raw[:SAMPLE_BYTES].decode(encoding, errors="replace").lstrip("\ufeff")
     lines = text.splitlines(keepends=True)
-    if truncated and lines:
-        lines = lines[:-1]  # the last line may be cut in the middle
+    if len(lines) > 1 and (len(raw) > SAMPLE_BYTES or not lines[-1].endswith(("\n", "\r"))):
+        # The last line may be cut (sample end, or a file truncated / still being written): its
+        # width would make a sound file look inconsistent. It is still loaded and validated.
+        lines = lines[:-1]
     return [line for line in lines if line.strip()][: SAMPLE_ROWS + 1]
 
 
@@ -363,9 +384,15 @@ def _positions_in_header(fmt: SourceFormat, names: list[str]) -> dict[str, int] 
 
 
 def match_headerless(rows: list[list[str]]) -> SourceFormat | None:
-    """The header-less format whose per-column value patterns every sample row matches."""
+    """The header-less format whose value patterns the first sample row and most others match.
+
+    Every sample row must have the signature's width: a different column count is another shape.
+    """
     for fmt in FORMATS:
-        if fmt.headerless and rows and all(_row_fits(fmt.headerless, row) for row in rows):
+        if not fmt.headerless or not rows or any(len(row) != len(fmt.headerless) for row in rows):
+            continue
+        fitting = [_row_fits(fmt.headerless, row) for row in rows]
+        if fitting[0] and sum(fitting) >= HEADERLESS_MIN_SHARE * len(rows):
             return fmt
     return None
 
@@ -376,14 +403,41 @@ def _row_fits(patterns: tuple[str, ...], row: list[str]) -> bool:
     )
 
 
+def closest_format(header: list[str]) -> str:
+    """The format whose required columns the header misses fewest of, and the missing ones."""
+    names = {normalise_header(h) for h in header}
+
+    def missing(fmt: SourceFormat) -> list[str]:
+        return [c.name for c in fmt.columns if c.required and not names.intersection(c.aliases)]
+
+    best = min(FORMATS, key=lambda fmt: len(missing(fmt)))
+    return f"closest format {best.name!r} lacks required column(s) {', '.join(missing(best))}"
+
+
+def check_is_text(path: Path) -> None:
+    """Refuse empty and binary files before any attempt to recognise a CSV shape in them."""
+    sample = read_start(path, SAMPLE_BYTES, is_gzip(path))
+    if not sample:
+        raise UnrecognisedFileError(
+            f"{path}: the file is empty (0 bytes): no header and no rows, so nothing shows the export ran. "
+            "A file with only a header line is accepted as 0 rows."
+        )
+    if b"\x00" in sample:
+        raise UnrecognisedFileError(
+            f"{path}: binary content (NUL bytes; starts with {sample[:8]!r}), not a text CSV file "
+            "(an image, spreadsheet or archive under a .csv name?)"
+        )
+
+
 def detect_format(path: Path, encoding: str = "utf-8") -> DetectedFile:
     """Recognise ``path`` from its header or, without one, from its column count and value types.
 
     Raises ``UnrecognisedFileError`` naming the file, the delimiter and the first line seen.
     """
+    check_is_text(path)
     lines = read_sample_lines(path, encoding)
     if not lines:
-        raise UnrecognisedFileError(f"{path}: the file is empty, no header or data row to recognise")
+        raise UnrecognisedFileError(f"{path}: the file holds only blank lines, no header or data row to recognise")
     delimiter = sniff_delimiter(lines)
     rows = list(csv.reader(lines, delimiter=delimiter))
     compression = "gzip" if is_gzip(path) else "none"
@@ -398,7 +452,8 @@ def detect_format(path: Path, encoding: str = "utf-8") -> DetectedFile:
     raise UnrecognisedFileError(
         f"{path}: unrecognised input file. Delimiter {delimiter!r}, first line {rows[0]!r} "
         f"(normalised header {[normalise_header(h) for h in rows[0]]!r}) matches no known header "
-        f"and no header-less shape. Known formats: {', '.join(f.name for f in FORMATS)}."
+        f"({closest_format(rows[0])}) and no header-less shape. "
+        f"Known formats: {', '.join(f.name for f in FORMATS)}."
     )
 
 
@@ -424,7 +479,7 @@ def _named_rows_sql(detected: DetectedFile) -> str:
     selected = ["ordinality AS source_row"]
     for column in detected.format.columns:
         position = detected.positions.get(column.name)
-        value = f"nullif(trim(c{position}), '')" if position is not None else "NULL::VARCHAR"
+        value = trimmed_sql(f"c{position}") if position is not None else "NULL::VARCHAR"
         selected.append(f'{value} AS "{column.name}"')
     return (
         f"SELECT {', '.join(selected)} FROM read_csv(?, auto_detect = false, header = ?, columns = ?, "

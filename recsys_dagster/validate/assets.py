@@ -1,7 +1,8 @@
 """Validation stage: route every raw row to ``validated_interactions`` or ``quarantined_events``.
 
 The routing is one DuckDB statement built from ``suite.RULES`` (typed candidates, the first broken
-rule as the reason, duplicates after that), written in one transaction so a failure leaves the
+rule as the reason, duplicates after that; of identical events the one ingested first is kept, so a
+file sent again never turns rows validated yesterday into duplicates), written in one transaction so a failure leaves the
 previous tables in place. The same step then proves the result: a blocking row-accounting check
 (every raw row in exactly one output) and one asset check per GX expectation on the validated rows.
 """
@@ -32,6 +33,7 @@ from recsys_dagster.validate.suite import (
     Bounds,
     ExpectationOutcome,
     first_violation_sql,
+    present_sql,
     run_suite,
 )
 
@@ -46,16 +48,23 @@ RAW_COLUMNS = (
 
 #: Typed candidates: raw text trimmed and cast; nothing is dropped here, bad values become NULL.
 TYPED_CANDIDATES_SQL = """
-WITH typed AS (
+WITH texts AS (
     SELECT
         *,
-        nullif(trim(user_id), '') AS v_user_id,
-        nullif(trim(item_id), '') AS v_item_id,
-        nullif(lower(trim(event_type)), '') AS v_event_type,
-        TRY_CAST(trim(rating) AS DOUBLE) AS v_rating,
-        TRY_CAST(trim(event_time) AS DOUBLE) AS v_time_number,
-        nullif(trim(transaction_id), '') AS v_transaction_id
+        {user_id} AS v_user_id,
+        {item_id} AS v_item_id,
+        lower({event_type}) AS v_event_type,
+        {rating} AS rating_text,
+        {event_time} AS event_time_text,
+        {transaction_id} AS v_transaction_id
     FROM raw_events
+),
+typed AS (
+    SELECT
+        *,
+        TRY_CAST(rating_text AS DOUBLE) AS v_rating,
+        TRY_CAST(event_time_text AS DOUBLE) AS v_time_number
+    FROM texts
 ),
 timed AS (
     SELECT
@@ -66,8 +75,8 @@ timed AS (
                      THEN make_timestamp(CAST(v_time_number * (CASE time_unit WHEN 'ms' THEN 1e3 ELSE 1e6 END) AS BIGINT))
                 END
             ELSE coalesce(
-                TRY_CAST(TRY_CAST(trim(event_time) AS TIMESTAMPTZ) AS TIMESTAMP),
-                TRY_STRPTIME(trim(event_time), '%m/%d/%Y %H:%M')
+                TRY_CAST(TRY_CAST(event_time_text AS TIMESTAMPTZ) AS TIMESTAMP),
+                TRY_STRPTIME(event_time_text, '%m/%d/%Y %H:%M')
             )
         END AS v_event_time
     FROM typed
@@ -81,11 +90,13 @@ SELECT
         WHEN rule_reason IS NOT NULL THEN rule_reason
         WHEN row_number() OVER (
             PARTITION BY rule_reason IS NULL, {duplicate_key}
-            ORDER BY source_file, source_row
+            ORDER BY ingested_at, source_file, source_row
         ) > 1 THEN '{duplicate_reason}'
     END AS reason
 FROM routed
 """
+#: Raw text columns read through ``present_sql`` (trimmed of blanks, NULL tokens -> NULL).
+TEXT_COLUMNS = ("user_id", "item_id", "event_type", "rating", "event_time", "transaction_id")
 
 
 class ValidationConfig(Config):
@@ -97,6 +108,7 @@ class ValidationConfig(Config):
 
 def _candidates_sql() -> str:
     return TYPED_CANDIDATES_SQL.format(
+        **{column: present_sql(column) for column in TEXT_COLUMNS},
         first_violation=first_violation_sql(),
         duplicate_key=", ".join(f"v_{column}" for column in DUPLICATE_KEY),
         duplicate_reason=DUPLICATE_REASON,

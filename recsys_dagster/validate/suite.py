@@ -19,7 +19,12 @@ import great_expectations.expectations as gxe
 import pandas as pd
 from great_expectations.expectations.row_conditions import Column
 
+from recsys_dagster.ingest.formats import trimmed_sql
+
 EVENT_TYPES: tuple[str, ...] = ("view", "addtocart", "transaction", "rating")
+#: Texts that exporters write for "no value" (SQL dumps, ORMs); as an id or a time they mean missing.
+#: ('nan' is not one: as a rating it is a number out of range.)
+NULL_TOKENS: tuple[str, ...] = ("null", "\\n", "none")
 RATING_MIN, RATING_MAX = 1.0, 5.0
 SUITE_NAME = "validated_interactions_suite"
 
@@ -41,8 +46,9 @@ class Bounds:
 class Rule:
     """A quarantine reason, the SQL that detects a violating candidate row, and its GX expectation.
 
-    ``violation_sql`` may reference the typed candidate columns (``v_*``), the raw text columns and
-    the bound parameters ``$min_time`` / ``$max_time``. ``expectation`` is ``None`` for rules about
+    ``violation_sql`` may reference the typed candidate columns (``v_*``, ``*_text`` = the raw text
+    trimmed, NULL when blank or a ``NULL_TOKENS`` word), the raw text columns and the bound
+    parameters ``$min_time`` / ``$max_time``. ``expectation`` is ``None`` for rules about
     raw text that has no column left to check after typing (its consequence is checked by another
     rule's expectation, e.g. an unparseable time leaves ``event_time`` NULL).
     """
@@ -75,7 +81,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "missing_event_time",
         "event_time is empty or the file has no time column",
-        "nullif(trim(event_time), '') IS NULL",
+        "event_time_text IS NULL",
         lambda b: gxe.ExpectColumnValuesToNotBeNull(column="event_time"),
     ),
     Rule(
@@ -101,13 +107,13 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "missing_rating",
         "a rating event without a rating value",
-        "v_event_type = 'rating' AND nullif(trim(rating), '') IS NULL",
+        "v_event_type = 'rating' AND rating_text IS NULL",
         lambda b: gxe.ExpectColumnValuesToNotBeNull(column="rating", row_condition=Column("event_type") == "rating"),
     ),
     Rule(
         "unparseable_rating",
         "rating is not a number",
-        "nullif(trim(rating), '') IS NOT NULL AND v_rating IS NULL",
+        "rating_text IS NOT NULL AND v_rating IS NULL",
         None,
     ),
     Rule(
@@ -137,6 +143,13 @@ DUPLICATE_KEY: tuple[str, ...] = ("user_id", "item_id", "event_type", "event_tim
 DUPLICATE_REASON = "duplicate_event"
 
 REASONS: tuple[str, ...] = tuple(rule.reason for rule in RULES) + (DUPLICATE_REASON,)
+
+
+def present_sql(column: str) -> str:
+    """SQL: the raw text of ``column`` trimmed of blanks; NULL when blank or a ``NULL_TOKENS`` word."""
+    text = trimmed_sql(column)
+    tokens = ", ".join(f"'{token}'" for token in NULL_TOKENS)
+    return f"CASE WHEN lower({text}) IN ({tokens}) THEN NULL ELSE {text} END"
 
 
 def first_violation_sql() -> str:
