@@ -12,14 +12,14 @@ from recsys_dagster.automation.schedules import nightly_refresh
 from recsys_dagster.automation.sensors import inbox_sensor
 from recsys_dagster.evaluate.assets import model_evaluation
 from recsys_dagster.features.dbt import recsys_dbt_assets
-from recsys_dagster.ingest.assets import ingest_files
+from recsys_dagster.ingest.assets import ingest
 from recsys_dagster.models.assets import als_model, item_knn_model, popularity_model, svd_model
 from recsys_dagster.publish.assets import publish_recommendations
 from recsys_dagster.resources import build_resources
 from recsys_dagster.validate.assets import validate_interactions
 
 ASSETS = [
-    ingest_files,
+    ingest,
     validate_interactions,
     recsys_dbt_assets,
     als_model,

@@ -16,7 +16,7 @@ from dagster_dbt import DbtCliResource
 from dagster_duckdb import DuckDBResource
 
 from recsys_dagster import settings
-from recsys_dagster.features.project import dbt_project
+from recsys_dagster.features.project import DBT_EXECUTABLE, dbt_project
 
 
 class WarehouseResource(DuckDBResource):
@@ -67,7 +67,7 @@ def build_resources() -> dict[str, object]:
     settings.apply_env_defaults()
     return {
         "warehouse": WarehouseResource(database=EnvVar("RECSYS_DUCKDB_PATH")),
-        "dbt": DbtCliResource(project_dir=dbt_project),
+        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE),
         "paths": RecsysPaths(
             input_dir=EnvVar("RECSYS_INPUT_DIR"),
             inbox_dir=EnvVar("RECSYS_INBOX_DIR"),

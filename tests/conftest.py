@@ -23,14 +23,19 @@ def shared_datasets() -> Path:
     return path
 
 
+def isolate_pipeline(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point every RECSYS_* path inside ``root``: input files go to ``root/input_dir``, the inbox is
+    ``root/inbox_dir``, the warehouse and serving files are ``root/{warehouse,serving}.duckdb``."""
+    for name in ENV_DEFAULTS:
+        monkeypatch.setenv(name, str(root / name.removeprefix("RECSYS_").lower()))
+    monkeypatch.setenv("RECSYS_DUCKDB_PATH", str(root / "warehouse.duckdb"))
+    monkeypatch.setenv("RECSYS_SERVING_PATH", str(root / "serving.duckdb"))
+    for folder in ("input_dir", "inbox_dir"):
+        (root / folder).mkdir(exist_ok=True)
+    return root
+
+
 @pytest.fixture()
 def pipeline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every RECSYS_* path inside ``tmp_path`` (input files go to ``tmp_path/input``)."""
-    for name in ENV_DEFAULTS:
-        folder = name.removeprefix("RECSYS_").lower()
-        monkeypatch.setenv(name, str(tmp_path / folder))
-    monkeypatch.setenv("RECSYS_DUCKDB_PATH", str(tmp_path / "warehouse.duckdb"))
-    monkeypatch.setenv("RECSYS_SERVING_PATH", str(tmp_path / "serving.duckdb"))
-    for folder in ("input_dir", "inbox_dir"):
-        (tmp_path / folder).mkdir()
-    return tmp_path
+    """An isolated pipeline setup for one test (see ``isolate_pipeline``)."""
+    return isolate_pipeline(tmp_path, monkeypatch)

@@ -17,11 +17,12 @@ from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, Se
 
 from recsys_dagster import settings
 from recsys_dagster.automation.jobs import refresh_recommendations
-from recsys_dagster.ingest.assets import INGEST_OP_NAME
-from recsys_dagster.ingest.files import is_input_file
+from recsys_dagster.ingest.assets import ingest
+from recsys_dagster.ingest.files import is_data_file_name
 
 DONE_SUFFIX = ".done"
 PARTIAL_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload")
+INGEST_OP_NAME = ingest.op.name
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def _is_candidate(path: Path, inbox: Path) -> bool:
     name = path.name
     if name.startswith(".") or name.endswith(PARTIAL_SUFFIXES) or name.endswith(DONE_SUFFIX):
         return False
-    return path.is_file() and path.resolve().parent == inbox.resolve() and is_input_file(path)
+    return path.is_file() and path.resolve().parent == inbox.resolve() and is_data_file_name(name)
 
 
 def settled_files(inbox: Path, now: float, settle: float) -> list[InboxFile]:

@@ -3,9 +3,9 @@
 Protocol (mirrors what gets published, so the numbers describe the published lists):
 - every user with a holdout event gets a top-10 list from the model's holdout fit, excluding
   what they already own in train (``purchased_pairs``);
-- users the model does not know (absent from train: "cold") get the popularity list instead,
-  as they will in production; their count is reported (without a registered popularity model
-  they get no list and score 0);
+- users the model does not know (absent from train: "cold") get the popularity list instead, and
+  short lists are completed from it, by the same ``top_up_from_popularity`` that publishing uses;
+  the cold users' count is reported (without a registered popularity model there is no top-up);
 - relevant = every item the user touched after the cutoff (any event type);
 - SVD is also scored on rating error over holdout pairs with a rating (given or derived).
 """
@@ -20,6 +20,7 @@ from dagster import AssetExecutionContext, AssetKey, Failure, MaterializeResult,
 
 from recsys_dagster.evaluate.metrics import mae, ranking_metrics, rmse
 from recsys_dagster.metadata import frame_preview, timed
+from recsys_dagster.models.fallback import popular_ranking, ranking_depth, top_up_from_popularity
 from recsys_dagster.models.registry import (
     MODEL_NAMES,
     LoadedModel,
@@ -68,12 +69,12 @@ def holdout_cutoff(con: duckdb.DuckDBPyConnection) -> str:
 def recommendations_with_fallback(
     loaded: LoadedModel, fallback: LoadedModel | None, users: np.ndarray, exclude: pd.DataFrame
 ) -> pd.DataFrame:
-    """The model's holdout top-K, and popularity's for the users the model does not know."""
+    """The model's holdout top-K, completed from popularity exactly as publishing completes it."""
     recs = loaded.recommend(users, EVAL_K, fit="holdout", exclude=exclude)
-    unknown = users[~np.isin(users, loaded.fit_arrays("holdout").user_ids)]
-    if fallback is None or loaded.spec.user_agnostic or len(unknown) == 0:
+    if fallback is None:
         return recs
-    return pd.concat([recs, fallback.recommend(unknown, EVAL_K, fit="holdout", exclude=exclude)], ignore_index=True)
+    popular = popular_ranking(fallback, ranking_depth(EVAL_K, exclude), fit="holdout")
+    return top_up_from_popularity(recs, pd.Series(users), popular, exclude, EVAL_K)
 
 
 def model_scores(

@@ -1,12 +1,100 @@
-"""The dbt project as Dagster sees it: one ``DbtProject`` shared by the assets and the resource."""
+"""The dbt project as Dagster sees it: one ``DbtProject`` shared by the assets and the resource.
+
+Importing this module guarantees a current ``target/manifest.json``, because ``@dbt_assets`` reads
+it at import time to define one asset per model.
+"""
 
 from __future__ import annotations
 
-from dagster_dbt import DbtProject
+import json
+import shutil
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from dagster_dbt import DbtCliResource, DbtProject
 
 from recsys_dagster import settings
 
 settings.apply_env_defaults()
 
+#: Files whose change alters the manifest (models, macros, tests, YAML docs, the project file).
+_PROJECT_SOURCE_SUFFIXES = {".sql", ".yml", ".yaml", ".md"}
+
+
+def find_dbt_executable() -> str:
+    """The ``dbt`` on PATH, else the one installed next to the running interpreter.
+
+    ``.venv/bin/pytest`` or ``.venv/bin/dagster`` run without an activated venv have no ``dbt`` on
+    PATH, and ``DbtCliResource`` would refuse to start; the venv's own ``dbt`` is the right one.
+    """
+    return shutil.which("dbt") or str(Path(sys.executable).parent / "dbt")
+
+
+DBT_EXECUTABLE = find_dbt_executable()
+
+
+def read_var_defaults(project: DbtProject) -> dict[str, Any]:
+    """The ``vars`` of ``dbt_project.yml``: the one place where the feature defaults are written."""
+    project_yml = yaml.safe_load((project.project_dir / "dbt_project.yml").read_text())
+    return project_yml["vars"]
+
+
+def dbt_vars_json(dbt_vars: Mapping[str, Any]) -> str:
+    """The ``--vars`` argument for ``dbt_vars``.
+
+    dbt reuses its partial-parse state only when ``--vars`` is the same as at parse time, so the
+    manifest is parsed and the default run is invoked with exactly this rendering of the defaults.
+    """
+    return json.dumps(dict(dbt_vars))
+
+
+def _project_sources(project: DbtProject) -> list[Path]:
+    generated = {project.project_dir / project.target_path, project.project_dir / "logs"}
+    return [
+        path
+        for path in project.project_dir.rglob("*")
+        if path.suffix in _PROJECT_SOURCE_SUFFIXES and not any(path.is_relative_to(g) for g in generated)
+    ]
+
+
+def _manifest_database(project: DbtProject) -> str | None:
+    """The database (DuckDB catalog) the manifest's models were parsed for."""
+    nodes = json.loads(project.manifest_path.read_text())["nodes"].values()
+    return next((node["database"] for node in nodes if node["resource_type"] == "model"), None)
+
+
+def manifest_is_stale(project: DbtProject) -> bool:
+    """True when the manifest is missing, older than a project file, or made for another warehouse.
+
+    dbt-duckdb names the database after the warehouse file's stem and bakes it into every
+    ``relation_name`` of the manifest; dagster-dbt uses those names (row counts, table metadata),
+    so a manifest parsed for ``warehouse.duckdb`` is wrong for ``RECSYS_DUCKDB_PATH=.../shop.duckdb``.
+    """
+    if not project.manifest_path.exists():
+        return True
+    manifest_time = project.manifest_path.stat().st_mtime
+    if any(path.stat().st_mtime > manifest_time for path in _project_sources(project)):
+        return True
+    return _manifest_database(project) != settings.warehouse_path().stem
+
+
+def ensure_manifest(project: DbtProject, var_defaults: Mapping[str, Any]) -> None:
+    """Parse the project when its manifest is missing or stale.
+
+    Replaces ``DbtProject.prepare_if_dev``, which re-parses only under ``dagster dev`` and calls a
+    ``dbt`` that must be on PATH: without this, importing the dbt assets from a fresh clone (pytest,
+    ``dagster job execute``) fails on a missing manifest, and after an edit the assets would be
+    defined from the old models. ``dbt parse`` needs no warehouse connection.
+    """
+    if manifest_is_stale(project):
+        parser = DbtCliResource(project_dir=project, dbt_executable=DBT_EXECUTABLE)
+        parse_args = ["parse", "--quiet", "--vars", dbt_vars_json(var_defaults)]
+        parser.cli(parse_args, target_path=project.target_path).wait()
+
+
 dbt_project = DbtProject(project_dir=settings.DBT_PROJECT_DIR)
-dbt_project.prepare_if_dev()
+DBT_VAR_DEFAULTS = read_var_defaults(dbt_project)
+ensure_manifest(dbt_project, DBT_VAR_DEFAULTS)

@@ -13,35 +13,10 @@ from pydantic import Field
 
 from recsys_dagster.evaluate.champion import select_champion
 from recsys_dagster.metadata import frame_preview, timed
+from recsys_dagster.models.fallback import popular_ranking, ranking_depth, top_up_from_popularity
 from recsys_dagster.models.registry import LoadedModel, load_latest, purchased_pairs
 from recsys_dagster.publish.serving import RECOMMENDATIONS_PER_USER, export_parquet, publish_serving_file
 from recsys_dagster.resources import RecsysPaths, WarehouseResource
-
-#: Popularity is user-agnostic: any id returns the global ranking.
-GLOBAL_USER = "__all_users__"
-
-BACKFILL_SQL = f"""
-WITH model_rows AS (
-    SELECT user_id, item_id, score, 0 AS tier, rank FROM recs
-),
-short_users AS (
-    SELECT u.user_id FROM users u LEFT JOIN (SELECT user_id, count(*) AS n FROM recs GROUP BY user_id) c
-    USING (user_id) WHERE coalesce(c.n, 0) < {RECOMMENDATIONS_PER_USER}
-),
-fill_rows AS (
-    SELECT s.user_id, p.item_id, NULL::DOUBLE AS score, 1 AS tier, p.rank
-    FROM short_users s CROSS JOIN popular p
-    ANTI JOIN purchased q ON q.user_id = s.user_id AND q.item_id = p.item_id
-),
-deduplicated AS (
-    SELECT * FROM (SELECT * FROM model_rows UNION ALL SELECT * FROM fill_rows)
-    QUALIFY row_number() OVER (PARTITION BY user_id, item_id ORDER BY tier, rank) = 1
-)
-SELECT user_id, row_number() OVER (PARTITION BY user_id ORDER BY tier, rank) AS rank, item_id, score, tier
-FROM deduplicated
-QUALIFY rank <= {RECOMMENDATIONS_PER_USER}
-"""
-
 
 class PublishConfig(Config):
     """How much of each table to publish (20 recommendations per user is fixed by the SQL contract)."""
@@ -60,19 +35,6 @@ def champion_model(con: duckdb.DuckDBPyConnection) -> LoadedModel:
             "materialize model_evaluation before publishing"
         )
     return loaded
-
-
-def backfilled_recommendations(
-    recs: pd.DataFrame, users: pd.DataFrame, popular: pd.DataFrame, purchased: pd.DataFrame
-) -> pd.DataFrame:
-    """Top 20 per user: the model's list, topped up from popularity where the model has too few.
-
-    Back-filled rows carry a NULL score (popularity is not on the model's scale) and ``tier`` 1.
-    """
-    with duckdb.connect() as con:
-        for name, frame in {"recs": recs, "users": users, "popular": popular, "purchased": purchased}.items():
-            con.register(name, frame)
-        return con.execute(BACKFILL_SQL).df()
 
 
 def _contract_frames(
@@ -126,10 +88,11 @@ def publish_recommendations(
             users = con.execute("SELECT user_id FROM dim_users ORDER BY user_id").df()
             items = con.execute("SELECT item_id, name, category, price FROM dim_items").df()
             runs = con.execute("SELECT * FROM ml.evaluation_runs").df()
-        popular = popularity.recommend([GLOBAL_USER], config.popular_items, fit="serving")
-        popular = popular.drop(columns="user_id")[["rank", "item_id", "score"]]
+        depth = max(config.popular_items, ranking_depth(RECOMMENDATIONS_PER_USER, purchased))
+        ranking = popular_ranking(popularity, depth, fit="serving")
+        popular = ranking.head(config.popular_items)
         model_recs = champion.recommend(users["user_id"], RECOMMENDATIONS_PER_USER, fit="serving", exclude=purchased)
-        recs = backfilled_recommendations(model_recs, users, popular, purchased)
+        recs = top_up_from_popularity(model_recs, users["user_id"], ranking, purchased, RECOMMENDATIONS_PER_USER)
         similar = neighbours.similar_items(None, config.similar_items_per_item, fit="serving")
         tables = _contract_frames(
             recs.drop(columns="tier"), similar, popular, items, runs, champion, neighbours.model_version
