@@ -19,6 +19,12 @@ from recsys_dagster import settings
 from recsys_dagster.features.project import DBT_EXECUTABLE, dbt_project
 
 
+#: Dagster concurrency pool of every step that writes the warehouse. DuckDB allows one writing
+#: process per file, so the instance limits this pool to one step at a time across all runs
+#: (dagster.yaml), whether a run comes from the schedule, the sensor or the UI.
+WAREHOUSE_POOL = "duckdb_warehouse"
+
+
 class WarehouseResource(DuckDBResource):
     """The warehouse DuckDB file: ``DuckDBResource`` plus the guarantees the pipeline relies on.
 

@@ -29,7 +29,7 @@ from recsys_dagster.models.registry import (
     registered_models,
 )
 from recsys_dagster.models.svd import holdout_ratings
-from recsys_dagster.resources import WarehouseResource
+from recsys_dagster.resources import WAREHOUSE_POOL, WarehouseResource
 
 EVAL_K = 10
 TRAIN_TABLE = "fct_train_user_item"
@@ -127,6 +127,7 @@ def append_evaluation_rows(con: duckdb.DuckDBPyConnection, rows: pd.DataFrame) -
     group_name="evaluate",
     deps=[*(AssetKey(name) for name in MODEL_NAMES), AssetKey("fct_holdout_interactions")],
     kinds={"python", "duckdb"},
+    pool=WAREHOUSE_POOL,
 )
 def model_evaluation(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
     """Precision/recall/NDCG/MAP/hit rate/coverage @10 per model (+ RMSE/MAE for SVD), appended to

@@ -23,11 +23,12 @@ from dagster import (
     Output,
 )
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
-from dagster_duckdb import DuckDBResource
+
 from pydantic import Field
 
 from recsys_dagster.features.project import DBT_VAR_DEFAULTS, dbt_project, dbt_vars_json
 from recsys_dagster.metadata import count_rows
+from recsys_dagster.resources import WAREHOUSE_POOL, WarehouseResource
 
 FEATURES_GROUP = "features"
 
@@ -72,9 +73,10 @@ class RecsysDbtTranslator(DagsterDbtTranslator):
     manifest=dbt_project.manifest_path,
     dagster_dbt_translator=RecsysDbtTranslator(),
     project=dbt_project,
+    pool=WAREHOUSE_POOL,
 )
 def recsys_dbt_assets(
-    context: AssetExecutionContext, dbt: DbtCliResource, warehouse: DuckDBResource, config: DbtBuildConfig
+    context: AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource, config: DbtBuildConfig
 ) -> Iterator[DbtEvent]:
     """Build the selected models and run their tests, reporting each model's row count.
 
@@ -92,7 +94,7 @@ def recsys_dbt_assets(
 
 
 def with_row_counts(
-    context: AssetExecutionContext, events: list[DbtEvent], warehouse: DuckDBResource
+    context: AssetExecutionContext, events: list[DbtEvent], warehouse: WarehouseResource
 ) -> Iterator[DbtEvent]:
     """``events`` with ``dagster/row_count`` added to each model output (table == asset name)."""
     tables = {

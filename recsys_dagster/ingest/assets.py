@@ -45,7 +45,6 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 from dagster import AssetExecutionContext, AssetSpec, Config, MaterializeResult, MetadataValue, multi_asset
-from dagster_duckdb import DuckDBResource
 
 from recsys_dagster.ingest.files import (
     FileOutsideAllowedDirsError,
@@ -66,7 +65,7 @@ from recsys_dagster.ingest.formats import (
     read_csv_parameters,
 )
 from recsys_dagster.metadata import frame_preview, table_metadata, timed
-from recsys_dagster.resources import RecsysPaths
+from recsys_dagster.resources import WAREHOUSE_POOL, RecsysPaths, WarehouseResource
 
 TABLE_DDL = (
     """CREATE TABLE IF NOT EXISTS main.ingested_files (
@@ -434,6 +433,7 @@ def output_metadata(con: duckdb.DuckDBPyConnection, table: str, summary: RunSumm
 
 @multi_asset(
     name="ingest",
+    pool=WAREHOUSE_POOL,
     specs=[
         AssetSpec(
             "raw_events",
@@ -451,7 +451,7 @@ def output_metadata(con: duckdb.DuckDBPyConnection, table: str, summary: RunSumm
     can_subset=False,
 )
 def ingest(
-    context: AssetExecutionContext, config: IngestConfig, warehouse: DuckDBResource, paths: RecsysPaths
+    context: AssetExecutionContext, config: IngestConfig, warehouse: WarehouseResource, paths: RecsysPaths
 ) -> Iterator[MaterializeResult]:
     """Recognise, hash and load the input files into raw_events and raw_items."""
     with timed() as watch:

@@ -15,7 +15,7 @@ from recsys_dagster.models.baselines import ItemKnnConfig, PopularityConfig
 from recsys_dagster.models.matrix import FIT_TABLES, table_fingerprint
 from recsys_dagster.models.registry import MODEL_SPECS, register_model
 from recsys_dagster.models.svd import SvdConfig
-from recsys_dagster.resources import RecsysPaths, WarehouseResource
+from recsys_dagster.resources import WAREHOUSE_POOL, RecsysPaths, WarehouseResource
 
 MODEL_DEPS = [AssetKey("fct_train_user_item"), AssetKey("fct_user_item_interactions")]
 
@@ -80,7 +80,7 @@ def model_metadata(
     }
 
 
-MODEL_ASSET_ARGS = {"group_name": "models", "deps": MODEL_DEPS, "kinds": {"python", "duckdb"}}
+MODEL_ASSET_ARGS = {"group_name": "models", "deps": MODEL_DEPS, "kinds": {"python", "duckdb"}, "pool": WAREHOUSE_POOL}
 
 
 @asset(**MODEL_ASSET_ARGS)

@@ -16,7 +16,7 @@ from recsys_dagster.metadata import frame_preview, timed
 from recsys_dagster.models.fallback import popular_ranking, ranking_depth, top_up_from_popularity
 from recsys_dagster.models.registry import LoadedModel, load_latest, purchased_pairs
 from recsys_dagster.publish.serving import RECOMMENDATIONS_PER_USER, export_parquet, publish_serving_file
-from recsys_dagster.resources import RecsysPaths, WarehouseResource
+from recsys_dagster.resources import WAREHOUSE_POOL, RecsysPaths, WarehouseResource
 
 class PublishConfig(Config):
     """How much of each table to publish (20 recommendations per user is fixed by the SQL contract)."""
@@ -54,6 +54,7 @@ def _contract_frames(
 
 
 @multi_asset(
+    pool=WAREHOUSE_POOL,
     specs=[
         AssetSpec(
             "user_recommendations",

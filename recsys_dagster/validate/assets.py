@@ -22,10 +22,11 @@ from dagster import (
     MetadataValue,
     multi_asset,
 )
-from dagster_duckdb import DuckDBResource
+
 from pydantic import Field
 
 from recsys_dagster.metadata import frame_preview, table_metadata, timed
+from recsys_dagster.resources import WAREHOUSE_POOL, WarehouseResource
 from recsys_dagster.validate.suite import (
     DUPLICATE_KEY,
     DUPLICATE_REASON,
@@ -227,6 +228,7 @@ def _check_specs() -> list[AssetCheckSpec]:
 
 
 @multi_asset(
+    pool=WAREHOUSE_POOL,
     specs=[
         AssetSpec(VALIDATED, deps=[AssetKey("raw_events")], group_name="validate",
                   description="Typed interactions that passed every data-quality rule."),
@@ -235,7 +237,7 @@ def _check_specs() -> list[AssetCheckSpec]:
     ],
     check_specs=_check_specs(),
 )
-def validate_interactions(context: AssetExecutionContext, config: ValidationConfig, warehouse: DuckDBResource):
+def validate_interactions(context: AssetExecutionContext, config: ValidationConfig, warehouse: WarehouseResource):
     """Split raw events into validated and quarantined rows, then prove the split with GX."""
     bounds = Bounds.from_config(config.min_event_time, config.max_future_hours)
     with timed() as watch, warehouse.get_connection() as con:

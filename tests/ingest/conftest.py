@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import gzip
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from dagster_duckdb import DuckDBResource
 
-from recsys_dagster.resources import RecsysPaths
-from recsys_dagster.settings import PROJECT_ROOT
-
-
-@pytest.fixture(scope="session")
-def shared_datasets() -> Path:
-    """The read-only real datasets (env RECSYS_SHARED_DATASETS, default <repo>/../shared/datasets)."""
-    root = Path(os.environ.get("RECSYS_SHARED_DATASETS") or PROJECT_ROOT.parent / "shared" / "datasets")
-    if not root.is_dir():
-        pytest.skip(f"shared datasets not found at {root}")
-    return root
+from recsys_dagster.resources import RecsysPaths, WarehouseResource
 
 
 def write_head(source: Path, target: Path, n_lines: int | None = None, skip: int = 0) -> Path:
@@ -55,7 +43,7 @@ def dirs(tmp_path: Path) -> dict[str, Path]:
 def resources(dirs: dict[str, Path], tmp_path: Path) -> dict[str, object]:
     """Real resources pointing at the test's directories and DuckDB file."""
     return {
-        "warehouse": DuckDBResource(database=str(dirs["warehouse"])),
+        "warehouse": WarehouseResource(database=str(dirs["warehouse"])),
         "paths": RecsysPaths(
             input_dir=str(dirs["input"]),
             inbox_dir=str(dirs["inbox"]),
