@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install run test dev clean
+.PHONY: install run test dev screenshot clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -32,6 +32,12 @@ test: install
 
 dev: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $${DAGSTER_PORT:-3000}
+
+# Headless-Chromium screenshot of the asset graph of a real `dagster dev` -> docs/asset-graph.png.
+# Installs Debian's chromium when missing (needs root and the package mirror).
+screenshot: install
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	$(BIN)/python scripts/screenshot_asset_graph.py
 
 clean:
 	rm -rf data/warehouse.duckdb data/serving.duckdb data/models data/published dbt_project/target

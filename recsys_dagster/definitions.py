@@ -4,11 +4,14 @@ Loaded by ``make dev`` (through workspace.yaml), ``make run`` (``dagster job exe
 Each stage module defines its assets and checks; this module only collects them, so adding an asset
 to a stage needs no edit here. Runs use the in-process executor: DuckDB allows one writer per file,
 so the steps of a run write the warehouse one after another; steps of concurrent runs queue on the
-``duckdb_warehouse`` pool (see dagster.yaml).
+``duckdb_warehouse`` pool (see dagster.yaml). The published tables carry the 26-hour freshness
+policy (automation/freshness.py).
 """
 
 from dagster import Definitions, in_process_executor, load_asset_checks_from_modules, load_assets_from_modules
 
+from recsys_dagster.automation.failures import pipeline_failure_sensor
+from recsys_dagster.automation.freshness import apply_published_freshness
 from recsys_dagster.automation.jobs import refresh_recommendations
 from recsys_dagster.automation.schedules import nightly_refresh
 from recsys_dagster.automation.sensors import inbox_sensor
@@ -23,11 +26,11 @@ from recsys_dagster.validate import assets as validate_assets
 STAGE_MODULES = [ingest_assets, validate_assets, feature_assets, model_assets, evaluate_assets, publish_assets]
 
 defs = Definitions(
-    assets=load_assets_from_modules(STAGE_MODULES),
+    assets=apply_published_freshness(load_assets_from_modules(STAGE_MODULES)),
     asset_checks=load_asset_checks_from_modules(STAGE_MODULES),
     jobs=[refresh_recommendations],
     schedules=[nightly_refresh],
-    sensors=[inbox_sensor],
+    sensors=[inbox_sensor, pipeline_failure_sensor],
     resources=build_resources(),
     executor=in_process_executor,
 )

@@ -13,6 +13,7 @@ import duckdb
 import pandas as pd
 
 from recsys_dagster import settings
+from recsys_dagster.evaluate.assets import SUMMARY_METRICS
 
 LATEST_EVALUATION_SQL = """
 SELECT model, model_version, metric, value
@@ -34,9 +35,11 @@ ORDER BY r.user_id, r.rank
 
 
 def evaluation_table(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """The latest evaluation run as a models x metrics table."""
+    """The latest evaluation run as a models x summary-metrics table, best validation NDCG@10 first."""
     latest = con.execute(LATEST_EVALUATION_SQL).df()
-    return latest.pivot_table(index=["model", "model_version"], columns="metric", values="value").round(4)
+    table = latest.pivot_table(index="model", columns="metric", values="value")
+    table = table.reindex(columns=[m for m in SUMMARY_METRICS if m in table.columns])
+    return table.sort_values(SUMMARY_METRICS[0], ascending=False).round(4)
 
 
 def sample_recommendations(con: duckdb.DuckDBPyConnection, n_users: int, top: int) -> pd.DataFrame:
@@ -48,6 +51,8 @@ def sample_recommendations(con: duckdb.DuckDBPyConnection, n_users: int, top: in
 def print_report(serving_path: Path, n_users: int = 3, top: int = 5) -> None:
     with duckdb.connect(str(serving_path), read_only=True) as con:
         print(f"Published tables in {serving_path}\n")
+        champion = con.execute("SELECT DISTINCT model, model_version FROM recs.user_recommendations").fetchall()
+        print(f"Published champion: {', '.join(f'{m} {v}' for m, v in champion)}\n")
         print("Model evaluation (latest run, time-based holdout):")
         print(evaluation_table(con).to_string(), "\n")
         print(f"Top {top} recommendations for {n_users} users:")

@@ -29,13 +29,28 @@ class WarehouseResource(DuckDBResource):
     """The warehouse DuckDB file: ``DuckDBResource`` plus the guarantees the pipeline relies on.
 
     The connection is closed even when the asset body raises (the base class leaks it, and a leaked
-    connection keeps the file locked for the next step and for dbt), and every session works in UTC so
-    that ``TIMESTAMPTZ`` values are converted the same way on every machine.
+    connection keeps the file locked for the next step and for dbt), every session works in UTC so
+    that ``TIMESTAMPTZ`` values are converted the same way on every machine, and memory is bounded:
+    ``memory_limit`` / ``temp_directory`` (default: ``RECSYS_DUCKDB_MEMORY_LIMIT``, 4GB, and
+    ``RECSYS_DUCKDB_TEMP_DIR``, ``<warehouse>.tmp``) make DuckDB spill to disk instead of growing.
+    They are passed as connection configuration, i.e. as values, never as SQL text.
     """
+
+    memory_limit: str | None = None
+    temp_directory: str | None = None
+
+    def duckdb_config(self) -> dict[str, str]:
+        """The validated memory settings of this warehouse's connections."""
+        memory_limit = (
+            settings.validated_memory_limit(self.memory_limit) if self.memory_limit else settings.duckdb_memory_limit()
+        )
+        temp_directory = self.temp_directory or str(settings.duckdb_temp_dir(self.database))
+        return {"memory_limit": memory_limit, "temp_directory": temp_directory}
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        with super().get_connection() as con:
+        configured = self.model_copy(update={"connection_config": {**self.duckdb_config(), **self.connection_config}})
+        with DuckDBResource.get_connection(configured) as con:
             try:
                 con.execute("SET TimeZone = 'UTC'")
                 yield con

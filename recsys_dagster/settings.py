@@ -8,6 +8,7 @@ warehouse they are writing. Defaults point at the bundled sample and at files un
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -24,6 +25,17 @@ ENV_DEFAULTS: dict[str, str] = {
     "RECSYS_PUBLISHED_DIR": str(DATA_DIR / "published"),
 }
 
+#: DuckDB's memory cap for every warehouse connection (Dagster steps and dbt). DuckDB's own default
+#: is 80% of RAM, which a 2 GB ingest on a shared 2-core machine must not be allowed to take; above
+#: the cap DuckDB spills sorts, joins and aggregates to the temp directory instead of growing.
+MEMORY_LIMIT_ENV = "RECSYS_DUCKDB_MEMORY_LIMIT"
+DEFAULT_MEMORY_LIMIT = "4GB"
+#: Where DuckDB spills (default: ``<warehouse>.tmp`` beside the warehouse file, same disk).
+TEMP_DIR_ENV = "RECSYS_DUCKDB_TEMP_DIR"
+#: A size as DuckDB accepts it ("4GB", "512 MiB", "1.5GiB") or a share of RAM ("50%"); nothing else
+#: reaches a connection (dbt-duckdb writes profile settings into a SET statement).
+_MEMORY_LIMIT_PATTERN = re.compile(r"\d+(\.\d+)?\s*((K|M|G|T)i?B|B|%)", re.IGNORECASE)
+
 
 def _resolve(value: str) -> str:
     path = Path(value).expanduser()
@@ -38,6 +50,7 @@ def apply_env_defaults() -> None:
     """
     for name, default in ENV_DEFAULTS.items():
         os.environ[name] = _resolve(os.environ.get(name) or default)
+    os.environ[MEMORY_LIMIT_ENV] = duckdb_memory_limit()
 
 
 def env_path(name: str) -> Path:
@@ -67,3 +80,25 @@ def models_dir() -> Path:
 
 def published_dir() -> Path:
     return env_path("RECSYS_PUBLISHED_DIR")
+
+
+def validated_memory_limit(value: str) -> str:
+    """``value`` stripped, if it is a DuckDB memory size or percentage; ``ValueError`` otherwise."""
+    text = value.strip()
+    if not _MEMORY_LIMIT_PATTERN.fullmatch(text):
+        raise ValueError(
+            f"{MEMORY_LIMIT_ENV}={value!r} is not a memory size: use a number with B/KB/MB/GB/TB "
+            "(or KiB/MiB/GiB/TiB), e.g. '4GB', or a share of RAM such as '50%'"
+        )
+    return text
+
+
+def duckdb_memory_limit() -> str:
+    """The validated DuckDB ``memory_limit`` of warehouse connections (``RECSYS_DUCKDB_MEMORY_LIMIT``)."""
+    return validated_memory_limit(os.environ.get(MEMORY_LIMIT_ENV) or DEFAULT_MEMORY_LIMIT)
+
+
+def duckdb_temp_dir(database: str | Path) -> Path:
+    """DuckDB's spill directory for ``database``: ``RECSYS_DUCKDB_TEMP_DIR`` or ``<database>.tmp``."""
+    configured = os.environ.get(TEMP_DIR_ENV)
+    return Path(_resolve(configured)) if configured else Path(_resolve(f"{database}.tmp"))

@@ -15,11 +15,12 @@ import pytest
 from dagster import DagsterInstance
 
 from recsys_dagster.definitions import defs
+from recsys_dagster.models.registry import MODEL_NAMES
 from recsys_dagster.settings import DATA_DIR
 from tests.conftest import isolate_pipeline
 
 METRICS = {"precision@10", "recall@10", "ndcg@10", "map@10", "coverage@10"}
-MODELS = {"als_model", "svd_model", "popularity_model", "item_knn_model"}
+MODELS = set(MODEL_NAMES)
 
 
 def _head(source: Path, target: Path, lines: int) -> None:

@@ -1,10 +1,15 @@
-"""The inbox sensor: a new, fully written event file triggers one refresh that ingests it.
+"""The inbox sensor: a new, fully written event file becomes a partition and triggers one refresh
+that ingests exactly that file.
 
 Files are keyed by name, size and modification time. A file is "settled" (no longer being written)
 when it is older than ``RECSYS_INBOX_SETTLE_SECONDS`` or has a ``<name>.done`` marker beside it;
 hidden files and ``*.tmp`` / ``*.part`` uploads are ignored. The cursor remembers every key already
 requested, and each run request's ``run_key`` is the same key, so Dagster itself refuses to launch a
 file twice; ingestion also de-duplicates by content hash, so even a renamed copy adds no rows.
+Each file is added as a partition of the ingest assets (``INPUT_FILES``, keyed by file name) and the
+run targets that partition: the run list and the partition view show which file each run loaded, and
+the same partition can be re-run later. A file whose name Dagster refuses as a partition key (it
+contains "..." or a control character) is skipped with a message asking to rename it.
 """
 
 import json
@@ -17,12 +22,11 @@ from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, Se
 
 from recsys_dagster import settings
 from recsys_dagster.automation.jobs import refresh_recommendations
-from recsys_dagster.ingest.assets import ingest
+from recsys_dagster.ingest.assets import INPUT_FILES, is_listable_partition_key
 from recsys_dagster.ingest.files import is_data_file_name
 
 DONE_SUFFIX = ".done"
 PARTIAL_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload")
-INGEST_OP_NAME = ingest.op.name
 
 
 @dataclass(frozen=True)
@@ -64,28 +68,29 @@ def settled_files(inbox: Path, now: float, settle: float) -> list[InboxFile]:
 
 
 def run_request_for(file: InboxFile) -> RunRequest:
-    """One refresh whose ingest step loads exactly this file."""
-    return RunRequest(
-        run_key=file.key,
-        run_config={"ops": {INGEST_OP_NAME: {"config": {"files": [str(file.path)]}}}},
-        tags={"recsys/inbox_file": file.path.name},
-    )
+    """One refresh of the file's partition: its ingest step loads exactly this file."""
+    return RunRequest(run_key=file.key, partition_key=file.path.name, tags={"recsys/inbox_file": file.path.name})
 
 
 @sensor(
     name="inbox_sensor",
     job=refresh_recommendations,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=15,
     default_status=DefaultSensorStatus.STOPPED,
     description="Ingest each new, fully written file dropped into RECSYS_INBOX_DIR, once, and refresh.",
 )
 def inbox_sensor(context: SensorEvaluationContext) -> SensorResult | SkipReason:
     seen: set[str] = set(json.loads(context.cursor)) if context.cursor else set()
-    fresh = [f for f in settled_files(settings.inbox_dir(), time.time(), settle_seconds()) if f.key not in seen]
+    new = [f for f in settled_files(settings.inbox_dir(), time.time(), settle_seconds()) if f.key not in seen]
+    for file in new:
+        if not is_listable_partition_key(file.path.name):
+            context.log.warning(f"{file.path.name}: skipped, its name cannot be a partition key (rename it)")
+    fresh = [f for f in new if is_listable_partition_key(f.path.name)]
     if not fresh:
         return SkipReason(f"no new settled file in {settings.inbox_dir()}")
-    context.log.info("new inbox files: %s", [f.path.name for f in fresh])
+    context.log.info(f"new inbox files: {[f.path.name for f in fresh]}")
     return SensorResult(
         run_requests=[run_request_for(f) for f in fresh],
+        dynamic_partitions_requests=[INPUT_FILES.build_add_request(sorted({f.path.name for f in fresh}))],
         cursor=json.dumps(sorted(seen | {f.key for f in fresh})),
     )

@@ -1,39 +1,66 @@
-"""``model_evaluation``: every registered model's holdout fit, judged on the events after the cutoff.
+"""``model_evaluation``: every registered model judged on two time windows, two relevance definitions.
 
 Protocol (mirrors what gets published, so the numbers describe the published lists):
-- every user with a holdout event gets a top-10 list from the model's holdout fit, excluding
-  what they already own in train (``purchased_pairs``);
-- users the model does not know (absent from train: "cold") get the popularity list instead, and
-  short lists are completed from it, by the same ``top_up_from_popularity`` that publishing uses;
-  the cold users' count is reported (without a registered popularity model there is no top-up);
-- relevant = every item the user touched after the cutoff (any event type);
-- SVD is also scored on rating error over holdout pairs with a rating (given or derived).
+- two leak-free time windows: VALIDATION (fit on events before the validation cutoff, judged on
+  the events between it and the test cutoff; chooses the champion, metrics prefixed ``val_``) and
+  TEST (fit on events before the test cutoff, judged on the events after it; reports only);
+- every user with an event in the window gets a top-20 list from the model's fit of that window,
+  excluding what they already own in its train period (unless the shop's ``repurchase`` policy is
+  on) and items the catalog marks unavailable;
+- users the model does not know ("cold") get the popularity list instead, and short lists are
+  completed from it, by the same ``top_up_from_popularity`` that publishing uses;
+- relevant = every item the user touched in the window, and (suffix ``_new_items``) only items
+  the user had not touched in the train period;
+- metrics at K = 10 and 20, plus ``n_eval_users`` / ``n_cold_users`` as metric rows; the rating
+  model (SVD) is also scored on RMSE/MAE over window pairs with a rating (given or derived).
+Metric names: ``[val_]<metric>@<K>[_new_items]``, e.g. ``val_ndcg@10``, ``ndcg@20_new_items``.
 """
 
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import duckdb
 import numpy as np
 import pandas as pd
-from dagster import AssetExecutionContext, AssetKey, Failure, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetKey, Config, Failure, MaterializeResult, MetadataValue, asset
+from pydantic import Field
 
+from recsys_dagster.evaluate.champion import (
+    CHAMPION_CANDIDATES,
+    CHAMPION_METRIC,
+    DEFAULT_MAX_NDCG_DROP,
+    decide_champion,
+)
 from recsys_dagster.evaluate.metrics import mae, ranking_metrics, rmse
+from recsys_dagster.evaluate.plots import history_markdown
 from recsys_dagster.metadata import frame_preview, timed
 from recsys_dagster.models.fallback import popular_ranking, ranking_depth, top_up_from_popularity
+from recsys_dagster.models.matrix import Fit
 from recsys_dagster.models.registry import (
     MODEL_NAMES,
     LoadedModel,
     load_latest,
     purchased_pairs,
     registered_models,
+    unavailable_items,
 )
-from recsys_dagster.models.svd import holdout_ratings
+from recsys_dagster.models.svd import holdout_ratings, validation_ratings
+from recsys_dagster.models.validation import VALIDATION_HOLDOUT_TABLE, VALIDATION_TRAIN_TABLE
 from recsys_dagster.resources import WAREHOUSE_POOL, WarehouseResource
 
-EVAL_K = 10
-TRAIN_TABLE = "fct_train_user_item"
+EVAL_KS = (10, 20)
+EVAL_K = EVAL_KS[0]
 FALLBACK_MODEL = "popularity_model"
+RATING_MODELS = ("svd_model",)
+#: Metric-name suffix -> which relevant pairs count.
+RELEVANCE_SUFFIXES = {"": "every item touched in the window", "_new_items": "only items new to the user"}
+#: Columns of the metadata table (the full set is in ml.evaluation_runs).
+SUMMARY_METRICS = (
+    CHAMPION_METRIC, "val_ndcg@10_new_items", "ndcg@10", "ndcg@10_new_items", "ndcg@20", "precision@10",
+    "recall@10", "map@10", "hit_rate@10", "coverage@10", "rmse", "mae",
+)
 
 EVALUATION_DDL = """
 CREATE SCHEMA IF NOT EXISTS ml;
@@ -41,6 +68,55 @@ CREATE TABLE IF NOT EXISTS ml.evaluation_runs (
     run_id VARCHAR, model VARCHAR, model_version VARCHAR, metric VARCHAR, value DOUBLE, evaluated_at TIMESTAMP
 );
 """
+
+
+@dataclass(frozen=True)
+class Window:
+    """One evaluation window: the fit judged, its train table and the window's relevant pairs."""
+
+    prefix: str
+    fit: Fit
+    train_table: str
+    relevant_table: str
+    ratings: Callable[[duckdb.DuckDBPyConnection], pd.DataFrame]
+
+
+WINDOWS = (
+    Window("val_", "validation", VALIDATION_TRAIN_TABLE, VALIDATION_HOLDOUT_TABLE, validation_ratings),
+    Window("", "holdout", "fct_train_user_item", "fct_holdout_interactions", holdout_ratings),
+)
+
+
+@dataclass
+class WindowData:
+    """What every model of one window is judged against (loaded once per window)."""
+
+    window: Window
+    relevant: pd.DataFrame  # user_id, item_id, seen_in_train
+    exclude: pd.DataFrame
+    train_users: np.ndarray
+    n_catalog_items: int
+    banned: list[str]
+
+
+class EvaluationConfig(Config):
+    """The shop's policy and the champion rules (recorded with every decision)."""
+
+    repurchase: bool = Field(
+        default=False,
+        description="Shop policy: True lets items a user bought come back (consumables, wholesale); "
+        "False (default) never recommends an item already purchased.",
+    )
+    champion_candidates: list[str] = Field(
+        default_factory=lambda: list(CHAMPION_CANDIDATES), description="Models that may become the champion."
+    )
+    max_ndcg_drop: float = Field(
+        default=DEFAULT_MAX_NDCG_DROP,
+        ge=0.0,
+        le=1.0,
+        description="The gate refuses a champion whose validation NDCG@10 is more than this share below "
+        "the last published run's on the same data window.",
+    )
 
 
 def holdout_pairs(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
@@ -66,33 +142,59 @@ def holdout_cutoff(con: duckdb.DuckDBPyConnection) -> str:
     return str(con.execute(sql).fetchone()[0])
 
 
+def owned_pairs(con: duckdb.DuckDBPyConnection, table: str, repurchase: bool) -> pd.DataFrame:
+    """What must not be recommended: purchases (and ratings) of the train period, unless repurchase is on."""
+    owned = purchased_pairs(con, table)
+    return owned.iloc[0:0] if repurchase else owned
+
+
+def load_window(con: duckdb.DuckDBPyConnection, window: Window, repurchase: bool) -> WindowData:
+    return WindowData(
+        window=window,
+        relevant=con.execute(f"SELECT user_id, item_id, seen_in_train FROM {window.relevant_table}").df(),
+        exclude=owned_pairs(con, window.train_table, repurchase),
+        train_users=con.execute(f"SELECT DISTINCT user_id FROM {window.train_table}").df()["user_id"].to_numpy(),
+        n_catalog_items=int(con.execute(f"SELECT count(DISTINCT item_id) FROM {window.train_table}").fetchone()[0]),
+        banned=unavailable_items(con),
+    )
+
+
 def recommendations_with_fallback(
-    loaded: LoadedModel, fallback: LoadedModel | None, users: np.ndarray, exclude: pd.DataFrame
+    loaded: LoadedModel, fallback: LoadedModel | None, users: np.ndarray, data: WindowData, n: int
 ) -> pd.DataFrame:
-    """The model's holdout top-K, completed from popularity exactly as publishing completes it."""
-    recs = loaded.recommend(users, EVAL_K, fit="holdout", exclude=exclude)
+    """The model's top-``n`` of the window's fit, completed from popularity as publishing completes it."""
+    fit = data.window.fit
+    recs = loaded.recommend(users, n, fit=fit, exclude=data.exclude, banned_items=data.banned)
     if fallback is None:
         return recs
-    popular = popular_ranking(fallback, ranking_depth(EVAL_K, exclude), fit="holdout")
-    return top_up_from_popularity(recs, pd.Series(users), popular, exclude, EVAL_K)
+    popular = popular_ranking(fallback, ranking_depth(n, data.exclude), fit=fit, banned_items=data.banned)
+    return top_up_from_popularity(recs, pd.Series(users), popular, data.exclude, n)
 
 
-def model_scores(
-    con: duckdb.DuckDBPyConnection,
-    loaded: LoadedModel,
-    fallback: LoadedModel | None,
-    holdout: pd.DataFrame,
-    exclude: pd.DataFrame,
-    n_catalog_items: int,
+def window_scores(
+    con: duckdb.DuckDBPyConnection, loaded: LoadedModel, fallback: LoadedModel | None, data: WindowData
 ) -> dict[str, float]:
-    users = holdout["user_id"].unique().astype(str)
-    recs = recommendations_with_fallback(loaded, fallback, users, exclude)
-    scores = ranking_metrics(recs, holdout, EVAL_K, n_catalog_items)
-    if loaded.model == "svd_model":
-        rated = holdout_ratings(con)
+    """Every metric of one model on one window, named ``<prefix><metric>@<K><suffix>``."""
+    prefix = data.window.prefix
+    users = data.relevant["user_id"].unique().astype(str)
+    recs = recommendations_with_fallback(loaded, fallback, users, data, max(EVAL_KS))
+    relevant_sets = {"": data.relevant, "_new_items": data.relevant[~data.relevant["seen_in_train"].astype(bool)]}
+    scores: dict[str, float] = {}
+    for suffix, relevant in relevant_sets.items():
+        evaluated = relevant["user_id"].unique()
+        scores[f"{prefix}n_eval_users{suffix}"] = float(len(evaluated))
+        scores[f"{prefix}n_cold_users{suffix}"] = float((pd.Index(data.train_users).get_indexer(evaluated) < 0).sum())
+        if relevant.empty:
+            continue
+        for k in EVAL_KS:
+            for name, value in ranking_metrics(recs, relevant, k, data.n_catalog_items).items():
+                scores[f"{prefix}{name}{suffix}"] = value
+    if loaded.model in RATING_MODELS:
+        rated = data.window.ratings(con)
         if len(rated):
-            predicted = loaded.predict_ratings(rated, fit="holdout")
-            scores |= {"rmse": rmse(rated["rating"], predicted), "mae": mae(rated["rating"], predicted)}
+            predicted = loaded.predict_ratings(rated, fit=data.window.fit)
+            scores[f"{prefix}rmse"] = rmse(rated["rating"], predicted)
+            scores[f"{prefix}mae"] = mae(rated["rating"], predicted)
     return scores
 
 
@@ -123,40 +225,63 @@ def append_evaluation_rows(con: duckdb.DuckDBPyConnection, rows: pd.DataFrame) -
         con.unregister("new_evaluation_rows")
 
 
+def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """models x SUMMARY_METRICS, best validation NDCG first, blanks where a metric does not apply."""
+    table = rows.pivot(index="model", columns="metric", values="value").reindex(columns=list(SUMMARY_METRICS))
+    table = table.sort_values(CHAMPION_METRIC, ascending=False).round(4)
+    return table.astype(object).where(table.notna(), "").reset_index()
+
+
 @asset(
     group_name="evaluate",
-    deps=[*(AssetKey(name) for name in MODEL_NAMES), AssetKey("fct_holdout_interactions")],
+    deps=[
+        *(AssetKey(name) for name in MODEL_NAMES),
+        AssetKey("fct_holdout_interactions"),
+        AssetKey("validation_split"),
+        AssetKey("dim_items"),
+    ],
     kinds={"python", "duckdb"},
     pool=WAREHOUSE_POOL,
 )
-def model_evaluation(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
-    """Precision/recall/NDCG/MAP/hit rate/coverage @10 per model (+ RMSE/MAE for SVD), appended to
-    ``ml.evaluation_runs`` under this run's id."""
+def model_evaluation(
+    context: AssetExecutionContext, config: EvaluationConfig, warehouse: WarehouseResource
+) -> MaterializeResult:
+    """Every model on the validation and test windows, both relevance definitions, K=10 and 20, appended
+    to ``ml.evaluation_runs``; then the champion (best validation NDCG@10) and the gate's verdict,
+    appended to ``ml.champion_decisions`` (the ``champion_gate`` check reports it)."""
     with timed() as watch, warehouse.get_connection() as con:
-        holdout = holdout_pairs(con)
+        holdout_pairs(con)
         models = {name: load_latest(con, name) for name in registered_models(con)}
         if not models:
             raise Failure(description="no model in ml.model_registry: materialize the model assets first")
-        exclude = purchased_pairs(con, TRAIN_TABLE)
-        train_users = con.execute(f"SELECT DISTINCT user_id FROM {TRAIN_TABLE}").df()["user_id"]
-        n_catalog_items = int(con.execute(f"SELECT count(DISTINCT item_id) FROM {TRAIN_TABLE}").fetchone()[0])
         fallback = models.get(FALLBACK_MODEL)
+        windows = [load_window(con, window, config.repurchase) for window in WINDOWS]
         scores = {
-            name: model_scores(con, loaded, fallback, holdout, exclude, n_catalog_items)
+            name: {metric: value for data in windows for metric, value in window_scores(con, loaded, fallback, data).items()}
             for name, loaded in models.items()
         }
         rows = evaluation_rows(context.run.run_id, {name: m.model_version for name, m in models.items()}, scores)
         append_evaluation_rows(con, rows)
+        decision = decide_champion(
+            con, context.run.run_id, config.champion_candidates, config.max_ndcg_drop, config.repurchase
+        )
         cutoff = holdout_cutoff(con)
-    holdout_users = holdout["user_id"].unique()
-    table = rows.pivot(index="model", columns="metric", values="value").round(4)
-    table = table.astype(object).where(table.notna(), "").reset_index()  # rmse/mae exist for svd only
+        plot = history_markdown(con, "ndcg@10")
+    counts = next(iter(scores.values()))
     return MaterializeResult(
         metadata={
             "dagster/row_count": MetadataValue.int(len(rows)),
-            "metrics": frame_preview(table, limit=len(table)),
-            "n_holdout_users": MetadataValue.int(len(holdout_users)),
-            "n_cold_users": MetadataValue.int(int((~np.isin(holdout_users, train_users.to_numpy())).sum())),
+            "metrics": frame_preview(summary_table(rows), limit=len(models)),
+            "ndcg_history": MetadataValue.md(plot),
+            "champion": MetadataValue.text(decision.model),
+            "champion_model_version": MetadataValue.text(decision.model_version),
+            "champion_metric": MetadataValue.float(decision.value),
+            "gate_passed": MetadataValue.bool(decision.passed),
+            "gate_reason": MetadataValue.text(decision.reason),
+            "repurchase_policy": MetadataValue.bool(decision.repurchase),
+            "n_holdout_users": MetadataValue.int(int(counts["n_eval_users"])),
+            "n_cold_users": MetadataValue.int(int(counts["n_cold_users"])),
+            "n_validation_users": MetadataValue.int(int(counts["val_n_eval_users"])),
             "cutoff": MetadataValue.text(cutoff),
             "duration_s": MetadataValue.float(watch.seconds),
         }

@@ -1,22 +1,95 @@
-"""Which model gets published: the best NDCG@10 of one evaluation run."""
+"""Which model gets published, and whether it may be: the champion choice and the publishing gate.
+
+Champion = the candidate with the best NDCG@10 on the VALIDATION window (the test window only
+reports, it never chooses). The gate compares the champion with the last published run on the same
+data window and refuses a drop of more than ``max_ndcg_drop`` (default 20%): a bad night (a broken
+feature, a degenerate fit) then keeps yesterday's tables instead of publishing worse ones.
+Every decision is appended to ``ml.champion_decisions``; every publication to ``ml.published_runs``.
+"""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
 import duckdb
 
-from recsys_dagster.evaluate.assets import EVAL_K
+from recsys_dagster.models.matrix import table_fingerprint
 
+CHAMPION_K = 10
+#: The champion metric: NDCG@10 on the validation window, all touched items relevant.
+CHAMPION_METRIC = f"val_ndcg@{CHAMPION_K}"
 #: Candidates in tie-break order: on equal NDCG the earlier one wins (personalised before popularity).
-CHAMPION_CANDIDATES = ("als_model", "svd_model", "item_knn_model", "popularity_model")
-CHAMPION_METRIC = f"ndcg@{EVAL_K}"
+CHAMPION_CANDIDATES = (
+    "repeat_aware_model",
+    "als_model",
+    "svd_model",
+    "item_knn_model",
+    "item_knn_bm25_model",
+    "user_knn_model",
+    "popularity_recent_model",
+    "popularity_model",
+)
+DEFAULT_MAX_NDCG_DROP = 0.2
+#: A drop of exactly the allowed share passes, whatever the float rounding of the floor.
+FLOAT_TOLERANCE = 1e-12
+
+DECISIONS_DDL = """
+CREATE SCHEMA IF NOT EXISTS ml;
+CREATE TABLE IF NOT EXISTS ml.champion_decisions (
+    run_id VARCHAR, model VARCHAR, model_version VARCHAR, metric VARCHAR, value DOUBLE, data_window VARCHAR,
+    repurchase BOOLEAN, baseline_run_id VARCHAR, baseline_value DOUBLE, passed BOOLEAN, reason VARCHAR,
+    decided_at TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS ml.published_runs (
+    run_id VARCHAR, model VARCHAR, model_version VARCHAR, metric VARCHAR, value DOUBLE, data_window VARCHAR,
+    repurchase BOOLEAN, published_at TIMESTAMP
+);
+"""
 
 
-def select_champion(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> tuple[str, str]:
-    """(model, model_version) with the best NDCG@10 in run ``run_id`` (default: the latest run)."""
-    if not con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'ml' AND table_name = 'evaluation_runs'"
-    ).fetchone()[0]:
+@dataclass(frozen=True)
+class ChampionChoice:
+    run_id: str
+    model: str
+    model_version: str
+    value: float
+
+
+@dataclass(frozen=True)
+class ChampionDecision:
+    """The champion of one evaluation run and the gate's verdict on publishing it."""
+
+    run_id: str
+    model: str
+    model_version: str
+    metric: str
+    value: float
+    data_window: str
+    repurchase: bool
+    baseline_run_id: str | None
+    baseline_value: float | None
+    passed: bool
+    reason: str
+    decided_at: datetime
+
+
+def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    found = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, table]
+    ).fetchone()
+    return bool(found[0])
+
+
+def select_champion(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str | None = None,
+    candidates: tuple[str, ...] | list[str] = CHAMPION_CANDIDATES,
+) -> ChampionChoice:
+    """The candidate with the best validation NDCG@10 in run ``run_id`` (default: the latest run)."""
+    if not _table_exists(con, "ml", "evaluation_runs"):
         raise LookupError("ml.evaluation_runs does not exist: materialize model_evaluation first")
+    ordered = [model for model in CHAMPION_CANDIDATES if model in set(candidates)]
     row = con.execute(
         """
         WITH chosen_run AS (
@@ -25,17 +98,123 @@ def select_champion(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -
                 (SELECT run_id FROM ml.evaluation_runs GROUP BY run_id ORDER BY max(evaluated_at) DESC LIMIT 1)
             ) AS run_id
         )
-        SELECT model, model_version
+        SELECT run_id, model, model_version, value
         FROM ml.evaluation_runs
         WHERE run_id = (SELECT run_id FROM chosen_run)
           AND metric = $metric
           AND list_contains($candidates, model)
+          AND NOT isnan(value)
         ORDER BY value DESC, list_position($candidates, model)
         LIMIT 1
         """,
-        {"run_id": run_id, "metric": CHAMPION_METRIC, "candidates": list(CHAMPION_CANDIDATES)},
+        {"run_id": run_id, "metric": CHAMPION_METRIC, "candidates": ordered},
     ).fetchone()
     if row is None:
         which = f"run {run_id!r}" if run_id else "the latest evaluation run"
-        raise LookupError(f"no {CHAMPION_METRIC} row for {CHAMPION_CANDIDATES} in {which} of ml.evaluation_runs")
-    return row[0], row[1]
+        raise LookupError(f"no {CHAMPION_METRIC} row for {ordered} in {which} of ml.evaluation_runs")
+    return ChampionChoice(run_id=row[0], model=row[1], model_version=row[2], value=float(row[3]))
+
+
+def data_window(con: duckdb.DuckDBPyConnection) -> str:
+    """Names the data a run was judged on: both cutoffs and a content hash of all interactions.
+
+    Two runs compare like for like only when this string is equal (same events, same split).
+    """
+    cutoffs = con.execute("SELECT validation_cutoff, test_cutoff FROM ml.validation_cutoff").fetchone()
+    return f"validation>={cutoffs[0]} test>={cutoffs[1]} data={table_fingerprint(con, 'fct_user_item_interactions')}"
+
+
+def last_publication(con: duckdb.DuckDBPyConnection, window: str) -> tuple[str, float] | None:
+    """(run_id, champion metric value) of the newest publication on ``window``, if any."""
+    if not _table_exists(con, "ml", "published_runs"):
+        return None
+    row = con.execute(
+        "SELECT run_id, value FROM ml.published_runs WHERE data_window = ? ORDER BY published_at DESC LIMIT 1",
+        [window],
+    ).fetchone()
+    return (row[0], float(row[1])) if row else None
+
+
+def gate_verdict(
+    champion: ChampionChoice, baseline: tuple[str, float] | None, max_ndcg_drop: float
+) -> tuple[bool, str]:
+    """(passed, reason): refuse a champion more than ``max_ndcg_drop`` below the baseline's value."""
+    if baseline is None:
+        return True, f"no earlier publication on this data window; {champion.model} {CHAMPION_METRIC}={champion.value:.4f}"
+    baseline_run, baseline_value = baseline
+    floor = (1.0 - max_ndcg_drop) * baseline_value
+    if champion.value < floor - FLOAT_TOLERANCE:
+        drop = 1.0 - champion.value / baseline_value
+        return False, (
+            f"champion {champion.model} {champion.model_version} has {CHAMPION_METRIC}={champion.value:.4f}, "
+            f"{drop:.0%} below the last published run {baseline_run} ({baseline_value:.4f}) on the same data "
+            f"window; the gate allows at most {max_ndcg_drop:.0%}: previous tables kept"
+        )
+    return True, (
+        f"{champion.model} {CHAMPION_METRIC}={champion.value:.4f} >= {floor:.4f} "
+        f"({1 - max_ndcg_drop:.0%} of run {baseline_run}'s {baseline_value:.4f})"
+    )
+
+
+def decide_champion(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    candidates: list[str],
+    max_ndcg_drop: float,
+    repurchase: bool,
+) -> ChampionDecision:
+    """Choose the champion of ``run_id``, judge it against the last publication, record the decision."""
+    champion = select_champion(con, run_id, candidates)
+    window = data_window(con)
+    baseline = last_publication(con, window)
+    passed, reason = gate_verdict(champion, baseline, max_ndcg_drop)
+    decision = ChampionDecision(
+        run_id=run_id,
+        model=champion.model,
+        model_version=champion.model_version,
+        metric=CHAMPION_METRIC,
+        value=champion.value,
+        data_window=window,
+        repurchase=repurchase,
+        baseline_run_id=baseline[0] if baseline else None,
+        baseline_value=baseline[1] if baseline else None,
+        passed=passed,
+        reason=reason,
+        decided_at=datetime.now(UTC).replace(tzinfo=None),
+    )
+    con.execute(DECISIONS_DDL)
+    values = asdict(decision)
+    con.execute(
+        f"INSERT INTO ml.champion_decisions BY NAME SELECT {', '.join(f'${name} AS {name}' for name in values)}",
+        values,
+    )
+    return decision
+
+
+def latest_decision(con: duckdb.DuckDBPyConnection) -> ChampionDecision:
+    """The newest champion decision (what the gate check reports and publishing obeys)."""
+    if not _table_exists(con, "ml", "champion_decisions"):
+        raise LookupError("ml.champion_decisions does not exist: materialize model_evaluation first")
+    frame = con.execute("SELECT * FROM ml.champion_decisions ORDER BY decided_at DESC LIMIT 1").df()
+    if frame.empty:
+        raise LookupError("no champion decision recorded: materialize model_evaluation first")
+    row = frame.astype(object).where(frame.notna(), None).iloc[0].to_dict()
+    return ChampionDecision(**{**row, "decided_at": row["decided_at"].to_pydatetime()})
+
+
+def record_publication(con: duckdb.DuckDBPyConnection, decision: ChampionDecision) -> None:
+    """Append the published champion: the next run's gate compares against it."""
+    con.execute(DECISIONS_DDL)
+    con.execute(
+        "INSERT INTO ml.published_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            decision.run_id,
+            decision.model,
+            decision.model_version,
+            decision.metric,
+            decision.value,
+            decision.data_window,
+            decision.repurchase,
+            datetime.now(UTC).replace(tzinfo=None),
+        ],
+    )

@@ -26,6 +26,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
 from pydantic import Field
 
+from recsys_dagster.automation.retries import STEP_RETRY_POLICY
 from recsys_dagster.features.project import DBT_VAR_DEFAULTS, dbt_project, dbt_vars_json
 from recsys_dagster.metadata import count_rows
 from recsys_dagster.resources import WAREHOUSE_POOL, WarehouseResource
@@ -74,6 +75,7 @@ class RecsysDbtTranslator(DagsterDbtTranslator):
     dagster_dbt_translator=RecsysDbtTranslator(),
     project=dbt_project,
     pool=WAREHOUSE_POOL,
+    retry_policy=STEP_RETRY_POLICY,  # dbt opens the warehouse itself: a held lock fails it at once
 )
 def recsys_dbt_assets(
     context: AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource, config: DbtBuildConfig

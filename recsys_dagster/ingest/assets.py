@@ -32,11 +32,20 @@ A link is recorded with sha256 NULL: content outside the allowed dirs is never r
 hash it. A configured path outside the allowed dirs (``IngestConfig.files``) is a configuration
 error, not a file: it fails every run it is configured for and is not recorded. Files whose name
 ends in ``.part``/``.tmp`` (still being written) are never scanned (see ``files.is_data_file_name``).
+
+Partitions. Both assets are partitioned by input file (``INPUT_FILES``, dynamic partitions keyed by
+file name): the file is the unit that arrives, is hashed, rejected and replaced, while event time is
+only typed by validation and one file spans many days. A run for one or more partitions (the inbox
+sensor, a re-run or a backfill over a range -- one run for the whole range) reads exactly those
+files and replaces their rows even when the content is unchanged (a backfill after an adapter fix
+re-reads them). A run without partition (``make run``, the nightly schedule, tests) applies the
+content rule to the configured files or every scanned file and registers each newly loaded file as
+a partition, so that every file with rows can be re-run or backfilled by name.
 """
 
 # No `from __future__ import annotations` here: Dagster resolves the IngestConfig annotation at decoration time.
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,7 +53,16 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
-from dagster import AssetExecutionContext, AssetSpec, Config, MaterializeResult, MetadataValue, multi_asset
+from dagster import (
+    AssetExecutionContext,
+    AssetSpec,
+    BackfillPolicy,
+    Config,
+    DynamicPartitionsDefinition,
+    MaterializeResult,
+    MetadataValue,
+    multi_asset,
+)
 
 from recsys_dagster.ingest.files import (
     FileOutsideAllowedDirsError,
@@ -86,6 +104,11 @@ REJECTED_FILES_DDL = """CREATE TABLE IF NOT EXISTS main.rejected_files (
 MAX_ERROR_CHARS = 600
 #: Tables holding rows keyed by ``source_file`` (replaced together when a path's content changes).
 ROW_TABLES = ("main.raw_events", "main.raw_items")
+
+#: One partition per input file, keyed by file name (the sensor adds a key when a file arrives).
+INPUT_FILES = DynamicPartitionsDefinition(name="input_files")
+#: Substrings Dagster refuses in a partition key: such a file is loaded but not listed as a partition.
+UNLISTABLE_KEY_PARTS = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")
 
 LOADED = "loaded"
 DUPLICATE = "duplicate_content"
@@ -162,8 +185,33 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(ddl)
 
 
-def select_files(config: IngestConfig, paths: RecsysPaths) -> list[Path]:
-    """The configured files (checked to lie inside the input/inbox dirs) or the scan of both dirs."""
+def partition_files(keys: list[str], paths: RecsysPaths) -> list[Path]:
+    """The file of each partition key: the file of that name in the inbox or the input dir.
+
+    A key matching no file, or files in both dirs, fails the run: a re-run must read exactly one file.
+    """
+    files = []
+    for key in keys:
+        matches = [folder / key for folder in (paths.inbox_path(), paths.input_path()) if (folder / key).is_file()]
+        if len(matches) != 1:
+            found = ", ".join(map(str, matches)) or "no file"
+            raise FileNotFoundError(f"partition {key!r} must name one file in the inbox or input dir, found: {found}")
+        files.append(matches[0])
+    return resolve_requested_files([str(path) for path in files], paths.input_path(), paths.inbox_path())
+
+
+def partition_keys_of_run(context: AssetExecutionContext) -> list[str]:
+    """The input files this run targets (a single key or a backfill range), empty when unpartitioned."""
+    if context.has_partition_key or context.has_partition_key_range:
+        return list(context.partition_keys)
+    return []
+
+
+def select_files(config: IngestConfig, paths: RecsysPaths, partition_keys: Sequence[str] = ()) -> list[Path]:
+    """The partitions' files, else the configured files (checked to lie inside the input/inbox dirs),
+    else the scan of both dirs."""
+    if partition_keys:
+        return partition_files(list(partition_keys), paths)
     if config.files:
         return resolve_requested_files(config.files, paths.input_path(), paths.inbox_path())
     return scan_data_files([paths.input_path(), paths.inbox_path()])
@@ -251,10 +299,10 @@ def rejection_error(rejections: list[Rejection]) -> FileRejectedError:
 
 
 def remove_stale_rows(
-    con: duckdb.DuckDBPyConnection, files: list[InputFile]
+    con: duckdb.DuckDBPyConnection, files: list[InputFile], reload: bool = False
 ) -> tuple[set[Path], dict[str, int]]:
-    """Delete rows and ledger entries of paths whose content changed; returns those paths and
-    the rows removed per table.
+    """Delete rows and ledger entries of paths whose content changed (every given path when
+    ``reload``: a partition re-run); returns those paths and the rows removed per table.
 
     Done for all files first, so that a file recorded as a duplicate of content that is being
     replaced in this very run is loaded in its own right.
@@ -263,8 +311,8 @@ def remove_stale_rows(
     stale_paths: set[Path] = set()
     for file in files:
         stale = con.execute(
-            "SELECT count(*) FROM main.ingested_files WHERE file_path = ? AND sha256 <> ?",
-            [str(file.path), file.sha256],
+            "SELECT count(*) FROM main.ingested_files WHERE file_path = ? AND (sha256 <> ? OR ?)",
+            [str(file.path), file.sha256, reload],
         ).fetchone()[0]
         if not stale:
             continue
@@ -391,14 +439,17 @@ class RunSummary:
         return frame_preview(frame, limit=max(len(frame), 1))
 
 
-def ingest_files(con: duckdb.DuckDBPyConnection, files: list[InputFile], ingested_at: datetime) -> RunSummary:
-    """Apply the content rule to every file in ONE transaction (all or nothing).
+def ingest_files(
+    con: duckdb.DuckDBPyConnection, files: list[InputFile], ingested_at: datetime, reload: bool = False
+) -> RunSummary:
+    """Apply the content rule to every file in ONE transaction (all or nothing); ``reload`` first
+    drops the files' rows so that they are read again (a partition re-run).
 
     A file DuckDB cannot read rolls everything back, is recorded as rejected and fails the run.
     """
     con.execute("BEGIN TRANSACTION")
     try:
-        stale_paths, removed = remove_stale_rows(con, files)
+        stale_paths, removed = remove_stale_rows(con, files, reload)
         outcomes = []
         for file in files:
             try:
@@ -431,9 +482,32 @@ def output_metadata(con: duckdb.DuckDBPyConnection, table: str, summary: RunSumm
     }
 
 
+def is_listable_partition_key(file_name: str) -> bool:
+    """True when Dagster accepts the file name as a partition key."""
+    return not any(part in file_name for part in UNLISTABLE_KEY_PARTS)
+
+
+def listable_partition_keys(outcomes: list[FileOutcome]) -> list[str]:
+    """Partition keys (file names) of the files whose content this run added to the warehouse."""
+    names = {Path(outcome.file).name for outcome in outcomes if outcome.status in (LOADED, REPLACED, DUPLICATE)}
+    return sorted(filter(is_listable_partition_key, names))
+
+
+def register_file_partitions(context: AssetExecutionContext, outcomes: list[FileOutcome]) -> None:
+    """In a run without partition: list each newly loaded file as a partition.
+
+    Without this, files loaded by ``make run`` or the schedule could not be re-run or backfilled by
+    name. (Their rows came from a run without partition, so the partition bar shows them as not yet
+    materialized by partition; the assets' latest materialization is the run's.)
+    """
+    context.instance.add_dynamic_partitions(INPUT_FILES.name, listable_partition_keys(outcomes))
+
+
 @multi_asset(
     name="ingest",
     pool=WAREHOUSE_POOL,
+    partitions_def=INPUT_FILES,
+    backfill_policy=BackfillPolicy.single_run(),
     specs=[
         AssetSpec(
             "raw_events",
@@ -454,8 +528,9 @@ def ingest(
     context: AssetExecutionContext, config: IngestConfig, warehouse: WarehouseResource, paths: RecsysPaths
 ) -> Iterator[MaterializeResult]:
     """Recognise, hash and load the input files into raw_events and raw_items."""
+    partition_keys = partition_keys_of_run(context)
     with timed() as watch:
-        candidates = select_files(config, paths)
+        candidates = select_files(config, paths, partition_keys)
         allowed = (paths.input_path().resolve(), paths.inbox_path().resolve())
         started = datetime.now(UTC).replace(tzinfo=None)
         # closing(): the resource only closes on success; a failed run must release the file lock too.
@@ -471,10 +546,12 @@ def ingest(
             listing = ", ".join(f"{file.path} [{file.detected.format.name}]" for file in inspection.files)
             context.log.info(f"{len(inspection.files)} input file(s): {listing}")
             ensure_tables(con)
-            loaded = ingest_files(con, inspection.files, started)
+            loaded = ingest_files(con, inspection.files, started, reload=bool(partition_keys))
             summary = RunSummary(loaded.outcomes + inspection.skipped, loaded.removed)
             for done in summary.outcomes:
                 context.log.info(f"{done.file}: {done.status}, {done.events_rows} events, {done.items_rows} items")
             metadata = {table: output_metadata(con, table, summary, watch.seconds) for table in ROW_TABLES}
+    if not partition_keys:
+        register_file_partitions(context, summary.outcomes)
     yield MaterializeResult(asset_key="raw_events", metadata=metadata["main.raw_events"])
     yield MaterializeResult(asset_key="raw_items", metadata=metadata["main.raw_items"])

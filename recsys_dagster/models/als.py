@@ -26,6 +26,8 @@ class AlsConfig(Config):
     alpha: float = 10.0
     iterations: int = 15
     random_state: int = 42
+    #: Take the parameters the latest ``model_tuning`` run selected (ml.tuning_runs) over these defaults.
+    use_tuned: bool = True
 
 
 def fit_als(con: duckdb.DuckDBPyConnection, table: str, config: AlsConfig) -> FitArrays:

@@ -1,23 +1,36 @@
-"""The four model assets: each fits its model twice and registers one versioned artifact.
+"""The validation split and the model assets: each model is fitted three times and registered as
+one versioned artifact.
 
-The "holdout" fit (on ``fct_train_user_item``) is what ``model_evaluation`` judges; the "serving"
-fit (on ``fct_user_item_interactions``) is what gets published. Both come from the same
+The "validation" fit (on ``ml.validation_train_user_item``) picks the champion and tunes; the
+"holdout" fit (on ``fct_train_user_item``) is what the test-window evaluation reports; the
+"serving" fit (on ``fct_user_item_interactions``) is what gets published. All come from the same
 hyperparameters in the same run, so the published model is the evaluated recipe on more data.
 """
 
 
-from dagster import AssetExecutionContext, AssetKey, Config, MaterializeResult, MetadataValue, asset
+import json
 
-from recsys_dagster.metadata import timed
-from recsys_dagster.models.als import AlsConfig
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    Config,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from recsys_dagster.automation.retries import STEP_RETRY_POLICY
+from recsys_dagster.metadata import frame_preview, timed
 from recsys_dagster.models.artifacts import new_model_version, save_fit, write_params
-from recsys_dagster.models.baselines import ItemKnnConfig, PopularityConfig
 from recsys_dagster.models.matrix import FIT_TABLES, table_fingerprint
 from recsys_dagster.models.registry import MODEL_SPECS, register_model
-from recsys_dagster.models.svd import SvdConfig
+from recsys_dagster.models.tuning import TuningConfig, tune, with_tuned_defaults
+from recsys_dagster.models.validation import build_validation_split
 from recsys_dagster.resources import WAREHOUSE_POOL, RecsysPaths, WarehouseResource
 
-MODEL_DEPS = [AssetKey("fct_train_user_item"), AssetKey("fct_user_item_interactions")]
+MODEL_DEPS = [AssetKey("validation_split"), AssetKey("fct_train_user_item"), AssetKey("fct_user_item_interactions")]
 
 
 def train_and_register(
@@ -25,8 +38,9 @@ def train_and_register(
 ) -> MaterializeResult:
     """Fit ``model`` on both tables, save the artifact folder, append the registry row."""
     spec = MODEL_SPECS[model]
-    hyperparameters = config.model_dump()
     with warehouse.get_connection() as con:
+        config = with_tuned_defaults(con, model, config)
+        hyperparameters = config.model_dump()
         fingerprints = {fit: table_fingerprint(con, table) for fit, table in FIT_TABLES.items()}
         fits, seconds = {}, {}
         for fit, table in FIT_TABLES.items():
@@ -80,39 +94,91 @@ def model_metadata(
     }
 
 
-MODEL_ASSET_ARGS = {"group_name": "models", "deps": MODEL_DEPS, "kinds": {"python", "duckdb"}, "pool": WAREHOUSE_POOL}
+MODEL_ASSET_ARGS = {"group_name": "models", "deps": MODEL_DEPS, "kinds": {"python", "duckdb"}, "pool": WAREHOUSE_POOL,
+                    "retry_policy": STEP_RETRY_POLICY}
 
 
-@asset(**MODEL_ASSET_ARGS)
-def als_model(
-    context: AssetExecutionContext, config: AlsConfig, warehouse: WarehouseResource, paths: RecsysPaths
-) -> MaterializeResult:
-    """Implicit ALS on interaction strength (see ``models/als.py``)."""
-    return train_and_register(context, "als_model", config, warehouse, paths)
+@asset(
+    group_name="models",
+    deps=[AssetKey("stg_interactions"), AssetKey("int_holdout_cutoff"), AssetKey("fct_train_user_item")],
+    kinds={"python", "duckdb"},
+    pool=WAREHOUSE_POOL,
+)
+def validation_split(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
+    """The train period split again at its own quantile: ``ml.validation_train_user_item`` (fit
+    for tuning and champion choice) and ``ml.validation_holdout_interactions`` (what it is judged on)."""
+    with timed() as watch, warehouse.get_connection() as con:
+        summary = build_validation_split(con)
+    if summary["n_train_pairs"] == 0 or summary["n_window_pairs"] == 0:
+        raise Failure(
+            description=f"the validation split is empty ({summary}): the train period is too short to split again"
+        )
+    return MaterializeResult(
+        metadata={
+            "validation_cutoff": MetadataValue.text(summary["validation_cutoff"]),
+            "test_cutoff": MetadataValue.text(summary["test_cutoff"]),
+            "n_train_pairs": MetadataValue.int(summary["n_train_pairs"]),
+            "n_window_pairs": MetadataValue.int(summary["n_window_pairs"]),
+            "event_weights": MetadataValue.json(summary["event_weights"]),
+            "duration_s": MetadataValue.float(watch.seconds),
+        }
+    )
 
 
-@asset(**MODEL_ASSET_ARGS)
-def svd_model(
-    context: AssetExecutionContext, config: SvdConfig, warehouse: WarehouseResource, paths: RecsysPaths
-) -> MaterializeResult:
-    """Surprise SVD on star ratings, or on ratings derived from the strongest event (see ``models/svd.py``)."""
-    return train_and_register(context, "svd_model", config, warehouse, paths)
+@asset(group_name="models", deps=[AssetKey("validation_split")], kinds={"python", "duckdb"}, pool=WAREHOUSE_POOL)
+def model_tuning(context: AssetExecutionContext, config: TuningConfig, warehouse: WarehouseResource) -> MaterializeResult:
+    """Budgeted ALS and SVD grid search on the validation window (``models/tuning.py``); the selected
+    parameters, stored in ``ml.tuning_runs``, are the next training run's defaults."""
+    with timed() as watch, warehouse.get_connection() as con:
+        trials = tune(con, context.run.run_id, config)
+    selected = trials[trials["selected"]]
+    return MaterializeResult(
+        metadata={
+            "dagster/row_count": MetadataValue.int(len(trials)),
+            "trials": frame_preview(trials[["model", "trial", "params_json", "metric", "value", "selected"]], len(trials)),
+            "selected": MetadataValue.json({row.model: json.loads(row.params_json) for row in selected.itertuples()}),
+            "duration_s": MetadataValue.float(watch.seconds),
+        }
+    )
 
 
-@asset(**MODEL_ASSET_ARGS)
-def popularity_model(
-    context: AssetExecutionContext, config: PopularityConfig, warehouse: WarehouseResource, paths: RecsysPaths
-) -> MaterializeResult:
-    """Items by distinct users, optionally in a recent window; also the cold-start fallback."""
-    return train_and_register(context, "popularity_model", config, warehouse, paths)
+def model_asset(model: str, description: str) -> AssetsDefinition:
+    """The asset that trains ``model`` with its spec's Config class as run configuration."""
+    config_class = MODEL_SPECS[model].config_class
+
+    @asset(name=model, description=description, **MODEL_ASSET_ARGS)
+    def train(
+        context: AssetExecutionContext, config: config_class, warehouse: WarehouseResource, paths: RecsysPaths
+    ) -> MaterializeResult:
+        return train_and_register(context, model, config, warehouse, paths)
+
+    return train
 
 
-@asset(**MODEL_ASSET_ARGS)
-def item_knn_model(
-    context: AssetExecutionContext, config: ItemKnnConfig, warehouse: WarehouseResource, paths: RecsysPaths
-) -> MaterializeResult:
-    """Item-item cosine or BM25 neighbours (see ``models/baselines.py``)."""
-    return train_and_register(context, "item_knn_model", config, warehouse, paths)
+als_model = model_asset("als_model", "Implicit ALS on interaction strength (see models/als.py).")
+svd_model = model_asset(
+    "svd_model", "Surprise SVD on star ratings, or on ratings derived from the strongest event (see models/svd.py)."
+)
+popularity_model = model_asset(
+    "popularity_model", "Items by distinct users over all history; also the cold-start fallback."
+)
+popularity_recent_model = model_asset(
+    "popularity_recent_model", "Items by distinct users in the last days of the data (baseline)."
+)
+item_knn_model = model_asset("item_knn_model", "Item-item cosine neighbours (baseline; feeds recs.similar_items).")
+item_knn_bm25_model = model_asset("item_knn_bm25_model", "Item-item BM25 neighbours (baseline).")
+user_knn_model = model_asset("user_knn_model", "User-based cosine kNN, top-20 neighbours, weighted average (baseline).")
+repeat_aware_model = model_asset(
+    "repeat_aware_model", "The user's own recent items (recency- and intensity-weighted) blended with ALS."
+)
 
-
-MODEL_ASSETS = [als_model, svd_model, popularity_model, item_knn_model]
+MODEL_ASSETS = [
+    als_model,
+    svd_model,
+    popularity_model,
+    item_knn_model,
+    repeat_aware_model,
+    user_knn_model,
+    item_knn_bm25_model,
+    popularity_recent_model,
+]

@@ -1,4 +1,5 @@
-"""The two baselines every learnt model must beat: global popularity and item-item kNN.
+"""The baselines every learnt model must beat: popularity (global and recent), item-item kNN
+(cosine and BM25) and user-based cosine kNN.
 
 Popularity is also the fallback for users a personalised model has never seen (cold users).
 """
@@ -13,10 +14,11 @@ import numpy as np
 from dagster import Config
 from implicit.nearest_neighbours import BM25Recommender, CosineRecommender
 from implicit.utils import ParameterWarning
-from scipy.sparse import csr_matrix
+from scipy.sparse import csr_matrix, diags
 
 from recsys_dagster.models.artifacts import FitArrays
 from recsys_dagster.models.matrix import checked_table, load_matrix
+from recsys_dagster.models.scoring import ranks_within_rows
 
 
 class PopularityConfig(Config):
@@ -114,3 +116,66 @@ def score_item_knn(fit: FitArrays, user_rows: np.ndarray) -> np.ndarray:
 
 def similar_item_knn(fit: FitArrays, item_rows: np.ndarray) -> np.ndarray:
     return no_evidence_to_minus_inf(fit.sparse["similarity"][item_rows].toarray().astype(np.float64))
+
+
+class PopularityRecentConfig(PopularityConfig):
+    """The recent-window popularity baseline: what sold in the last ``recent_days`` of the data."""
+
+    recent_days: int | None = 7
+
+
+class ItemKnnBm25Config(ItemKnnConfig):
+    """The BM25-weighted item-kNN baseline (damps heavy users and blockbuster items)."""
+
+    similarity: Literal["cosine", "bm25"] = "bm25"
+
+
+class UserKnnConfig(Config):
+    """User-based kNN ("users like you liked"): ``neighbours`` most cosine-similar users per user."""
+
+    neighbours: int = 20
+
+
+def fit_user_knn(con: duckdb.DuckDBPyConnection, table: str, config: UserKnnConfig) -> FitArrays:
+    """Nothing is learnt: the fit keeps the user x item strength matrix and its row-normalised copy."""
+    if config.neighbours <= 0:
+        raise ValueError("neighbours must be positive")
+    data = load_matrix(con, table)
+    norms = np.sqrt(np.asarray(data.matrix.multiply(data.matrix).sum(axis=1), dtype=np.float64)).ravel()
+    normalized = csr_matrix(diags(1.0 / np.where(norms > 0, norms, 1.0)) @ data.matrix, dtype=np.float64)
+    return FitArrays(
+        user_ids=data.user_ids,
+        item_ids=data.item_ids,
+        dense={"neighbours": np.array(config.neighbours)},
+        sparse={"user_items": csr_matrix(data.matrix, dtype=np.float64), "normalized": normalized},
+        stats={"n_users": data.n_users, "n_items": data.n_items, "nnz": data.nnz},
+    )
+
+
+def top_neighbours(similarity: csr_matrix, self_columns: np.ndarray, k: int) -> csr_matrix:
+    """The ``k`` largest positive entries of every row, the row's own user (``self_columns``) removed.
+
+    Sorting the sparse entries by (row, -value) and keeping the first ``k`` of each row never
+    materialises a dense users x users block.
+    """
+    coo = similarity.tocoo()
+    keep = (coo.col != self_columns[coo.row]) & (coo.data > 0)
+    rows, cols, values = coo.row[keep], coo.col[keep], coo.data[keep]
+    order = np.lexsort((cols, -values, rows))
+    rows, cols, values = rows[order], cols[order], values[order]
+    top = ranks_within_rows(rows) <= k
+    return csr_matrix((values[top], (rows[top], cols[top])), shape=similarity.shape)
+
+
+def score_user_knn(fit: FitArrays, user_rows: np.ndarray) -> np.ndarray:
+    """Weighted average of the top-k neighbours' strengths: sum(sim * strength) / sum(sim).
+
+    An item a neighbour never touched counts as 0 for that neighbour; items no neighbour touched
+    get no score (-inf).
+    """
+    normalized = fit.sparse["normalized"]
+    similarity = normalized[user_rows] @ normalized.T
+    neighbours = top_neighbours(similarity, user_rows, int(fit.dense["neighbours"]))
+    totals = np.asarray(neighbours.sum(axis=1), dtype=np.float64).ravel()
+    weighted = (neighbours @ fit.sparse["user_items"]).toarray()
+    return no_evidence_to_minus_inf(weighted / np.where(totals > 0, totals, 1.0)[:, None])

@@ -5,11 +5,12 @@ published lists: a user unknown to the model (cold) gets the popularity ranking,
 the model has fewer than ``n`` candidates gets the rest from popularity, never an item they own.
 """
 
-from typing import Literal
+from collections.abc import Sequence
 
 import duckdb
 import pandas as pd
 
+from recsys_dagster.models.matrix import Fit
 from recsys_dagster.models.registry import LoadedModel
 
 #: Popularity is user-agnostic: any id returns the global ranking.
@@ -35,16 +36,20 @@ deduplicated AS (
     SELECT * FROM candidates
     QUALIFY row_number() OVER (PARTITION BY user_id, item_id ORDER BY tier, rank) = 1
 )
-SELECT user_id, row_number() OVER (PARTITION BY user_id ORDER BY tier, rank) AS rank, item_id, score, tier
-FROM deduplicated
-QUALIFY rank <= $n
-ORDER BY user_id, rank
+SELECT user_id, new_rank AS rank, item_id, score, tier
+FROM (
+    SELECT *, row_number() OVER (PARTITION BY user_id ORDER BY tier, rank) AS new_rank FROM deduplicated
+)
+WHERE new_rank <= $n
+ORDER BY user_id, new_rank
 """
 
 
-def popular_ranking(popularity: LoadedModel, n: int, fit: Literal["holdout", "serving"]) -> pd.DataFrame:
-    """The global popularity ranking: DataFrame[rank, item_id, score], best first."""
-    ranking = popularity.recommend([GLOBAL_USER], n, fit=fit)
+def popular_ranking(
+    popularity: LoadedModel, n: int, fit: Fit, banned_items: Sequence[str] = ()
+) -> pd.DataFrame:
+    """The global popularity ranking without ``banned_items``: DataFrame[rank, item_id, score], best first."""
+    ranking = popularity.recommend([GLOBAL_USER], n, fit=fit, banned_items=banned_items)
     return ranking[["rank", "item_id", "score"]].reset_index(drop=True)
 
 

@@ -16,10 +16,12 @@ import numpy as np
 import pandas as pd
 from scipy.sparse import csr_matrix
 
-#: The two fits of every model and the dbt table each is trained on: "holdout" is what evaluation
+#: The three fits of every model and the table each is trained on: "validation" picks the champion
+#: and tunes (events before the validation cutoff), "holdout" is what the test-window evaluation
 #: judges (events before the holdout cutoff), "serving" is what gets published (every event).
-Fit = Literal["holdout", "serving"]
+Fit = Literal["validation", "holdout", "serving"]
 FIT_TABLES: dict[str, str] = {
+    "validation": "ml.validation_train_user_item",
     "holdout": "fct_train_user_item",
     "serving": "fct_user_item_interactions",
 }

@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 
 import duckdb
 import numpy as np
@@ -21,13 +20,24 @@ import pandas as pd
 from dagster import Config
 from scipy.sparse import csr_matrix
 
-from recsys_dagster.models import als, baselines, svd
+from recsys_dagster.models import als, baselines, repeat, svd
 from recsys_dagster.models.artifacts import FitArrays, load_fit
-from recsys_dagster.models.matrix import checked_table, pairs_matrix
+from recsys_dagster.models.matrix import Fit, checked_table, pairs_matrix
 from recsys_dagster.models.scoring import batch_size, mask_cells, ranks_within_rows, top_n
 
-MODEL_NAMES = ("als_model", "svd_model", "popularity_model", "item_knn_model")
-FITS = ("holdout", "serving")
+#: Every model trained each run; the first four keep their historic names (publishing reads
+#: popularity_model and item_knn_model by name).
+MODEL_NAMES = (
+    "als_model",
+    "svd_model",
+    "popularity_model",
+    "item_knn_model",
+    "repeat_aware_model",
+    "user_knn_model",
+    "item_knn_bm25_model",
+    "popularity_recent_model",
+)
+FITS = ("validation", "holdout", "serving")
 
 REGISTRY_DDL = """
 CREATE SCHEMA IF NOT EXISTS ml;
@@ -88,6 +98,25 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         score=baselines.score_item_knn,
         similar=baselines.similar_item_knn,
     ),
+    "repeat_aware_model": ModelSpec(
+        config_class=repeat.RepeatAwareConfig, fit=repeat.fit_repeat_aware, score=repeat.score_repeat_aware
+    ),
+    "user_knn_model": ModelSpec(
+        config_class=baselines.UserKnnConfig, fit=baselines.fit_user_knn, score=baselines.score_user_knn
+    ),
+    "item_knn_bm25_model": ModelSpec(
+        config_class=baselines.ItemKnnBm25Config,
+        fit=baselines.fit_item_knn,
+        score=baselines.score_item_knn,
+        similar=baselines.similar_item_knn,
+    ),
+    "popularity_recent_model": ModelSpec(
+        config_class=baselines.PopularityRecentConfig,
+        fit=baselines.fit_popularity,
+        score=lambda fit, rows: popularity_keys(fit, len(rows)),
+        user_agnostic=True,
+        reported_score=lambda fit, cols, keys: fit.dense["n_users"][cols],
+    ),
 }
 
 
@@ -130,6 +159,19 @@ def purchased_pairs(con: duckdb.DuckDBPyConnection, table: str) -> pd.DataFrame:
     return con.execute(
         f"SELECT user_id, item_id FROM {checked_table(table)} WHERE n_transactions > 0 OR n_ratings > 0"
     ).df()
+
+
+def unavailable_items(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Items the catalog marks unavailable (``dim_items.available = false``): never recommended.
+
+    Unknown availability (NULL) counts as available: most shops send no availability at all.
+    """
+    has_items = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' AND table_name = 'dim_items'"
+    ).fetchone()[0]
+    if not has_items:
+        return []
+    return con.execute("SELECT item_id FROM dim_items WHERE available = false ORDER BY item_id").df()["item_id"].tolist()
 
 
 def _registry_exists(con: duckdb.DuckDBPyConnection) -> bool:
@@ -184,7 +226,7 @@ class LoadedModel:
     def spec(self) -> ModelSpec:
         return MODEL_SPECS[self.model]
 
-    def fit_arrays(self, fit: Literal["holdout", "serving"]) -> FitArrays:
+    def fit_arrays(self, fit: Fit) -> FitArrays:
         if fit not in FITS:
             raise ValueError(f"fit must be one of {FITS}, not {fit!r}")
         if fit not in self._fits:
@@ -195,13 +237,15 @@ class LoadedModel:
         self,
         user_ids: Sequence[str],
         n: int,
-        fit: Literal["holdout", "serving"],
+        fit: Fit,
         exclude: pd.DataFrame | None = None,
+        banned_items: Sequence[str] = (),
     ) -> pd.DataFrame:
         """Top-``n`` items per user: DataFrame[user_id, rank, item_id, score], ranks 1..k (k <= n).
 
         Users unknown to the fit are absent (popularity knows everyone); ``exclude`` holds
-        (user_id, item_id) pairs never to return. No item appears twice for a user.
+        (user_id, item_id) pairs never to return, ``banned_items`` items never to return to anyone
+        (e.g. marked unavailable in the catalog). No item appears twice for a user.
         """
         arrays = self.fit_arrays(fit)
         requested = unique_ids(user_ids)
@@ -215,15 +259,17 @@ class LoadedModel:
             users,
             arrays.item_index,
         )
+        banned = banned_columns(arrays, banned_items)
         step = batch_size(arrays.n_items)
         batches = [slice(start, start + step) for start in range(0, len(users), step)]
-        frames = [self._recommend_batch(arrays, users[b], user_rows[b], excluded[b], n) for b in batches]
+        frames = [self._recommend_batch(arrays, users[b], user_rows[b], excluded[b], banned, n) for b in batches]
         return pd.concat(frames, ignore_index=True) if frames else _empty_frame("user_id", "item_id")
 
     def _recommend_batch(
-        self, arrays: FitArrays, users: pd.Index, rows: np.ndarray, excluded: csr_matrix, n: int
+        self, arrays: FitArrays, users: pd.Index, rows: np.ndarray, excluded: csr_matrix, banned: np.ndarray, n: int
     ) -> pd.DataFrame:
         keys = mask_cells(self.spec.score(arrays, rows), excluded)
+        keys[:, banned] = -np.inf
         batch_rows, cols, best = top_n(keys, n)
         return pd.DataFrame(
             {
@@ -235,11 +281,12 @@ class LoadedModel:
         )
 
     def similar_items(
-        self, item_ids: Sequence[str] | None, n: int, fit: Literal["holdout", "serving"]
+        self, item_ids: Sequence[str] | None, n: int, fit: Fit, banned_items: Sequence[str] = ()
     ) -> pd.DataFrame:
         """Top-``n`` most similar items per item: DataFrame[item_id, rank, similar_item_id, score].
 
-        ``None`` = every item of the fit; unknown items are absent; an item is never its own neighbour.
+        ``None`` = every item of the fit; unknown items are absent; an item is never its own
+        neighbour, and ``banned_items`` are never anyone's neighbour.
         """
         if self.spec.similar is None:
             raise NotImplementedError(f"similar_items is defined for als_model and item_knn_model, not {self.model}")
@@ -249,13 +296,17 @@ class LoadedModel:
         else:
             positions = arrays.item_index.get_indexer(unique_ids(item_ids))
             rows = positions[positions >= 0]
+        banned = banned_columns(arrays, banned_items)
         step = batch_size(arrays.n_items)
-        frames = [self._similar_batch(arrays, rows[start : start + step], n) for start in range(0, len(rows), step)]
+        frames = [
+            self._similar_batch(arrays, rows[start : start + step], banned, n) for start in range(0, len(rows), step)
+        ]
         return pd.concat(frames, ignore_index=True) if frames else _empty_frame("item_id", "similar_item_id")
 
-    def _similar_batch(self, arrays: FitArrays, rows: np.ndarray, n: int) -> pd.DataFrame:
+    def _similar_batch(self, arrays: FitArrays, rows: np.ndarray, banned: np.ndarray, n: int) -> pd.DataFrame:
         scores = self.spec.similar(arrays, rows)
         scores[np.arange(len(rows)), rows] = -np.inf
+        scores[:, banned] = -np.inf
         batch_rows, cols, best = top_n(scores, n)
         item_ids = arrays.item_ids.astype(object)
         return pd.DataFrame(
@@ -267,11 +318,17 @@ class LoadedModel:
             }
         )
 
-    def predict_ratings(self, pairs: pd.DataFrame, fit: Literal["holdout", "serving"]) -> np.ndarray:
+    def predict_ratings(self, pairs: pd.DataFrame, fit: Fit) -> np.ndarray:
         """SVD's predicted rating of every (user_id, item_id) row, as surprise's ``predict`` gives it."""
         if self.model != "svd_model":
             raise NotImplementedError(f"predict_ratings is defined for svd_model only, not {self.model}")
         return svd.predict_svd(self.fit_arrays(fit), pairs)
+
+
+def banned_columns(arrays: FitArrays, banned_items: Sequence[str]) -> np.ndarray:
+    """Column positions of the ``banned_items`` the fit knows."""
+    positions = arrays.item_index.get_indexer(unique_ids(banned_items)) if len(banned_items) else np.array([], int)
+    return positions[positions >= 0]
 
 
 def unique_ids(ids: Sequence[str]) -> pd.Index:

@@ -42,6 +42,8 @@ class SvdConfig(Config):
     lr_all: float = 0.005
     reg_all: float = 0.02
     random_state: int = 42
+    #: Take the parameters the latest ``model_tuning`` run selected (ml.tuning_runs) over these defaults.
+    use_tuned: bool = True
 
 
 def training_ratings(con: duckdb.DuckDBPyConnection, table: str) -> pd.DataFrame:
@@ -148,3 +150,16 @@ def predict_svd(fit: FitArrays, pairs: pd.DataFrame) -> np.ndarray:
     estimate[both] += np.einsum("ij,ij->i", d["pu"][users[both]], d["qi"][items[both]])
     low, high = d["rating_scale"]
     return np.clip(estimate, low, high)
+
+
+def validation_ratings(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """(user_id, item_id, rating) of the validation window's pairs, rated or derived as in training."""
+    rating = derived_rating_sql("last_rating", "n_transactions", "n_addtocarts", "n_views")
+    return con.execute(
+        f"""
+        SELECT user_id, item_id, rating
+        FROM (SELECT user_id, item_id, {rating} AS rating FROM ml.validation_holdout_interactions)
+        WHERE rating IS NOT NULL
+        ORDER BY user_id, item_id
+        """
+    ).df()

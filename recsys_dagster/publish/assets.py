@@ -1,4 +1,8 @@
-"""Publishing stage: score the champion for every known user and swap in a new serving file.
+"""Publishing stage: the gate, then the champion scored for every known user, swapped in as a new serving file.
+
+The ``champion_gate`` check (blocking, on ``model_evaluation``) stops the run before publishing when
+the champion chosen on the validation window is worse than the last publication allows; the
+publish step itself re-reads the same decision, so materializing it alone cannot bypass the gate.
 
 The three public tables are one ``multi_asset`` because they are published together: one serving
 file holds one consistent version of all three, checked against the invariants before the swap.
@@ -8,14 +12,32 @@ from datetime import UTC, datetime
 
 import duckdb
 import pandas as pd
-from dagster import AssetExecutionContext, AssetKey, AssetSpec, Config, MaterializeResult, MetadataValue, multi_asset
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AssetSpec,
+    Config,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset_check,
+    multi_asset,
+)
 from pydantic import Field
 
-from recsys_dagster.evaluate.champion import select_champion
+from recsys_dagster.evaluate.champion import ChampionDecision, latest_decision, record_publication
 from recsys_dagster.metadata import frame_preview, timed
 from recsys_dagster.models.fallback import popular_ranking, ranking_depth, top_up_from_popularity
-from recsys_dagster.models.registry import LoadedModel, load_latest, purchased_pairs
-from recsys_dagster.publish.serving import RECOMMENDATIONS_PER_USER, export_parquet, publish_serving_file
+from recsys_dagster.models.registry import LoadedModel, load_latest, purchased_pairs, unavailable_items
+from recsys_dagster.publish.serving import (
+    RECOMMENDATIONS_PER_USER,
+    PublishInvariantError,
+    export_parquet,
+    publish_serving_file,
+)
 from recsys_dagster.resources import WAREHOUSE_POOL, RecsysPaths, WarehouseResource
 
 class PublishConfig(Config):
@@ -25,16 +47,77 @@ class PublishConfig(Config):
     popular_items: int = Field(default=100, ge=RECOMMENDATIONS_PER_USER, le=10_000)
 
 
-def champion_model(con: duckdb.DuckDBPyConnection) -> LoadedModel:
-    """The champion of the latest evaluation, refusing an artifact that evaluation has not judged."""
-    model, evaluated_version = select_champion(con)
-    loaded = load_latest(con, model)
-    if loaded.model_version != evaluated_version:
+GATE_TAG = "recsys/publish_blocked"
+
+CATEGORY_NEIGHBOURS_SQL = """
+WITH cold AS (
+    SELECT item_id, category FROM dim_items
+    WHERE category IS NOT NULL AND item_id NOT IN (SELECT item_id FROM known_items)
+),
+candidates AS (
+    SELECT item_id, category, n_users FROM dim_items
+    WHERE category IS NOT NULL AND n_users > 0 AND item_id NOT IN (SELECT item_id FROM banned)
+)
+SELECT c.item_id, row_number() OVER (PARTITION BY c.item_id ORDER BY k.n_users DESC, k.item_id) AS rank,
+       k.item_id AS similar_item_id, CAST(k.n_users AS DOUBLE) AS score
+FROM cold c JOIN candidates k ON k.category = c.category AND k.item_id <> c.item_id
+QUALIFY rank <= $n
+ORDER BY c.item_id, rank
+"""
+
+
+def category_neighbours(
+    con: duckdb.DuckDBPyConnection, known_items: pd.Series, banned: list[str], n: int
+) -> pd.DataFrame:
+    """similar_items for items no one has interacted with yet: the most popular items of their category.
+
+    A content-based neighbour is the only evidence a brand-new item has; popularity within the
+    category orders the neighbours. Unavailable items are never neighbours.
+    """
+    con.register("known_items", pd.DataFrame({"item_id": known_items.astype(str)}))
+    con.register("banned", pd.DataFrame({"item_id": pd.Series(banned, dtype=object)}))
+    try:
+        return con.execute(CATEGORY_NEIGHBOURS_SQL, {"n": n}).df()
+    finally:
+        con.unregister("known_items")
+        con.unregister("banned")
+
+
+def approved_champion(con: duckdb.DuckDBPyConnection) -> tuple[LoadedModel, ChampionDecision]:
+    """The champion of the latest decision, refusing one the gate rejected or evaluation has not judged."""
+    decision = latest_decision(con)
+    if not decision.passed:
+        raise Failure(description=f"publishing gated: {decision.reason}", metadata={"gate_reason": decision.reason})
+    loaded = load_latest(con, decision.model)
+    if loaded.model_version != decision.model_version:
         raise RuntimeError(
-            f"{model} {loaded.model_version} is newer than the evaluated champion {evaluated_version}: "
+            f"{decision.model} {loaded.model_version} is newer than the evaluated champion {decision.model_version}: "
             "materialize model_evaluation before publishing"
         )
-    return loaded
+    return loaded, decision
+
+
+@asset_check(asset="model_evaluation", blocking=True, description="The publishing gate (evaluate/champion.py).")
+def champion_gate(context: AssetCheckExecutionContext, warehouse: WarehouseResource) -> AssetCheckResult:
+    """Fails, and so blocks publishing, when the champion's validation NDCG@10 dropped more than the
+    allowed share below the last publication on the same data window."""
+    with warehouse.get_connection() as con:
+        decision = latest_decision(con)
+    if not decision.passed:
+        context.instance.add_run_tags(context.run.run_id, {GATE_TAG: decision.reason[:250]})
+    return AssetCheckResult(
+        passed=decision.passed,
+        description=decision.reason,
+        metadata={
+            "reason": MetadataValue.text(decision.reason),
+            "champion": MetadataValue.text(decision.model),
+            "model_version": MetadataValue.text(decision.model_version),
+            decision.metric: MetadataValue.float(decision.value),
+            "baseline_run_id": MetadataValue.text(decision.baseline_run_id or ""),
+            "baseline_value": MetadataValue.float(decision.baseline_value if decision.baseline_value is not None else 0.0),
+            "data_window": MetadataValue.text(decision.data_window),
+        },
+    )
 
 
 def _contract_frames(
@@ -55,6 +138,15 @@ def _contract_frames(
 
 @multi_asset(
     pool=WAREHOUSE_POOL,
+    check_specs=[
+        AssetCheckSpec(
+            "contract_invariants",
+            asset="user_recommendations",
+            blocking=True,
+            description="The published tables honour the SQL contract (publish/serving.py INVARIANTS); "
+            "on failure nothing is swapped in.",
+        )
+    ],
     specs=[
         AssetSpec(
             "user_recommendations",
@@ -66,7 +158,8 @@ def _contract_frames(
             "similar_items",
             group_name="publish",
             deps=[AssetKey("item_knn_model"), AssetKey("dim_items")],
-            description="recs.similar_items: item-kNN neighbours of every item.",
+            description="recs.similar_items: item-kNN neighbours of every item; items without interactions "
+            "get the most popular items of their category.",
         ),
         AssetSpec(
             "popular_items",
@@ -82,26 +175,55 @@ def publish_recommendations(
     """Score, check and atomically publish the three recommendation tables (+ Parquet copies)."""
     with timed() as watch:
         with warehouse.get_connection() as con:
-            champion = champion_model(con)
+            champion, decision = approved_champion(con)
             neighbours = load_latest(con, "item_knn_model")
             popularity = load_latest(con, "popularity_model")
+            # The shop's repurchase policy (recorded with the decision) decides whether bought items may
+            # come back; with it on, the "never a purchased item" invariant has nothing to forbid.
             purchased = purchased_pairs(con, "fct_user_item_interactions")
+            owned = purchased.iloc[0:0] if decision.repurchase else purchased
+            banned = unavailable_items(con)
             users = con.execute("SELECT user_id FROM dim_users ORDER BY user_id").df()
             items = con.execute("SELECT item_id, name, category, price FROM dim_items").df()
             runs = con.execute("SELECT * FROM ml.evaluation_runs").df()
-        depth = max(config.popular_items, ranking_depth(RECOMMENDATIONS_PER_USER, purchased))
-        ranking = popular_ranking(popularity, depth, fit="serving")
-        popular = ranking.head(config.popular_items)
-        model_recs = champion.recommend(users["user_id"], RECOMMENDATIONS_PER_USER, fit="serving", exclude=purchased)
-        recs = top_up_from_popularity(model_recs, users["user_id"], ranking, purchased, RECOMMENDATIONS_PER_USER)
-        similar = neighbours.similar_items(None, config.similar_items_per_item, fit="serving")
+            depth = max(config.popular_items, ranking_depth(RECOMMENDATIONS_PER_USER, owned))
+            ranking = popular_ranking(popularity, depth, fit="serving", banned_items=banned)
+            popular = ranking.head(config.popular_items)
+            model_recs = champion.recommend(
+                users["user_id"], RECOMMENDATIONS_PER_USER, fit="serving", exclude=owned, banned_items=banned
+            )
+            recs = top_up_from_popularity(model_recs, users["user_id"], ranking, owned, RECOMMENDATIONS_PER_USER)
+            learnt = neighbours.similar_items(None, config.similar_items_per_item, fit="serving", banned_items=banned)
+            cold = category_neighbours(
+                con, pd.Series(neighbours.fit_arrays("serving").item_ids), banned, config.similar_items_per_item
+            )
+        similar = pd.concat([learnt, cold], ignore_index=True)
         tables = _contract_frames(
             recs.drop(columns="tier"), similar, popular, items, runs, champion, neighbours.model_version
         )
-        counts = publish_serving_file(paths.serving_file(), tables, purchased)
+        try:
+            counts = publish_serving_file(paths.serving_file(), tables, owned)
+        except PublishInvariantError as error:
+            context.instance.add_run_tags(context.run.run_id, {GATE_TAG: str(error)[:250]})
+            yield AssetCheckResult(
+                asset_key="user_recommendations",
+                check_name="contract_invariants",
+                passed=False,
+                description=str(error),
+                metadata={"reason": MetadataValue.text(str(error))},
+            )
+            raise Failure(description=f"{error}; previous tables kept", metadata={"reason": str(error)}) from error
         exported = export_parquet(paths.serving_file(), paths.published_path())
+        with warehouse.get_connection() as con:
+            record_publication(con, decision)
     context.log.info("published %s from %s %s", counts, champion.model, champion.model_version)
     common = {"duration_s": MetadataValue.float(watch.seconds), "serving_file": MetadataValue.path(str(paths.serving_file()))}
+    yield AssetCheckResult(
+        asset_key="user_recommendations",
+        check_name="contract_invariants",
+        passed=True,
+        metadata={"repurchase_policy": MetadataValue.bool(decision.repurchase), "banned_items": len(banned)},
+    )
     yield MaterializeResult(
         asset_key="user_recommendations",
         metadata={
@@ -111,6 +233,7 @@ def publish_recommendations(
             "backfilled_rows": MetadataValue.int(int((recs["tier"] == 1).sum())),
             "model": MetadataValue.text(champion.model),
             "model_version": MetadataValue.text(champion.model_version),
+            "gate": MetadataValue.text(decision.reason),
             "parquet": MetadataValue.path(str(exported["recs.user_recommendations"])),
             "preview": frame_preview(tables["recs.user_recommendations"], limit=20),
         },
@@ -120,6 +243,7 @@ def publish_recommendations(
         metadata={
             **common,
             "dagster/row_count": MetadataValue.int(counts["recs.similar_items"]),
+            "category_neighbour_items": MetadataValue.int(int(cold["item_id"].nunique())),
             "model_version": MetadataValue.text(neighbours.model_version),
             "preview": frame_preview(similar, limit=20),
         },

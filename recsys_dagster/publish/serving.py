@@ -5,6 +5,7 @@ temporary file in the same directory, checked against the published invariants, 
 closed and moved over the old file with ``os.replace``: a reader that holds the old file keeps a
 complete old version (same inode), a new reader sees the complete new one, nobody sees a mix, and
 the pipeline never waits for readers. If anything fails before the swap the old file stays.
+A publish killed outright (SIGKILL, OOM) leaves only its staging file, which the next publish deletes.
 """
 
 from __future__ import annotations
@@ -112,9 +113,29 @@ def check_invariants(con: duckdb.DuckDBPyConnection, purchased: pd.DataFrame) ->
     return [InvariantViolation(name, int(count)) for name, count in counts.items() if count]
 
 
+def _staging_pattern(target: Path) -> str:
+    """Glob of the temporary files ``_staging_file`` makes for ``target`` (and their DuckDB WALs)."""
+    return f".{target.name}.*.tmp*"
+
+
+def remove_leftover_staging_files(target: Path) -> list[Path]:
+    """Delete temporary files of earlier publishes of ``target`` that were killed before cleaning up.
+
+    A killed process (SIGKILL, OOM, power loss) never runs ``_staging_file``'s cleanup, and every
+    publish uses a new name, so without this each crash would leave a serving-sized file behind.
+    Safe because publishing steps run one at a time (the ``duckdb_warehouse`` pool): a staging file
+    present when a publish starts belongs to no live publish. Returns the files removed.
+    """
+    leftovers = sorted(target.parent.glob(_staging_pattern(target)))
+    for leftover in leftovers:
+        leftover.unlink(missing_ok=True)
+    return leftovers
+
+
 @contextmanager
 def _staging_file(target: Path) -> Iterator[Path]:
     """A fresh temporary path beside ``target`` (same filesystem, so ``os.replace`` is atomic)."""
+    remove_leftover_staging_files(target)
     staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     try:
         yield staging

@@ -185,6 +185,23 @@ class ExpectationOutcome:
     element_count: int
 
 
+def merged_outcomes(partitions: list[list[ExpectationOutcome]]) -> list[ExpectationOutcome]:
+    """One verdict per expectation over a table checked in partitions (``run_suite`` per partition).
+
+    Exact for the row-wise expectations and for uniqueness as long as identical keys share a partition.
+    """
+    return [
+        ExpectationOutcome(
+            reason=verdicts[0].reason,
+            expectation_type=verdicts[0].expectation_type,
+            success=all(v.success for v in verdicts),
+            unexpected_count=sum(v.unexpected_count for v in verdicts),
+            element_count=sum(v.element_count for v in verdicts),
+        )
+        for verdicts in zip(*partitions, strict=True)
+    ]
+
+
 def run_suite(frame: pd.DataFrame, bounds: Bounds) -> list[ExpectationOutcome]:
     """Validate ``frame`` against the suite with an ephemeral GX context (no files written)."""
     context = gx.get_context(mode="ephemeral")

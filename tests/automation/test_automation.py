@@ -1,4 +1,5 @@
-"""Definitions load; the nightly schedule and the inbox sensor decide correctly."""
+"""Definitions load; the nightly schedule and the inbox sensor decide correctly; retries and
+freshness are attached where the operator's guide says they are."""
 
 from __future__ import annotations
 
@@ -6,11 +7,15 @@ import os
 import time
 from pathlib import Path
 
-from dagster import RunRequest, SkipReason, build_schedule_context, build_sensor_context
+from dagster import AssetKey, RunRequest, SkipReason, build_schedule_context, build_sensor_context
+from dagster._core.definitions.dependency import NodeHandle
 from dagster._core.definitions.sensor_definition import SensorResult
 
-from recsys_dagster.automation.sensors import INGEST_OP_NAME, inbox_sensor
+from recsys_dagster.automation.freshness import PUBLISHED_TABLES
+from recsys_dagster.automation.retries import STEP_RETRY_POLICY
+from recsys_dagster.automation.sensors import inbox_sensor
 from recsys_dagster.definitions import defs
+from recsys_dagster.ingest.assets import INPUT_FILES
 
 EVENTS = "timestamp,visitorid,event,itemid,transactionid\n1433221332117,257597,view,355908,\n"
 
@@ -28,7 +33,34 @@ def test_definitions_load_the_whole_graph() -> None:
         "fct_user_item_interactions", "dim_items", "dim_users", "als_model", "svd_model", "popularity_model",
         "item_knn_model", "model_evaluation", "user_recommendations", "similar_items", "popular_items",
     } <= keys
-    assert defs.resolve_job_def("refresh_recommendations") is not None
+    assert defs.resolve_job_def("refresh_recommendations").partitions_def == INPUT_FILES
+    assert {s.name for s in defs.sensors} == {"inbox_sensor", "pipeline_failure_sensor"}
+
+
+def test_only_the_raw_tables_are_partitioned_by_file() -> None:
+    graph = defs.resolve_asset_graph()
+    partitioned = {key.to_user_string() for key in graph.get_all_asset_keys() if graph.get(key).partitions_def}
+    assert partitioned == {"raw_events", "raw_items"}
+    assert graph.get(AssetKey("raw_events")).partitions_def == INPUT_FILES
+
+
+def test_published_tables_go_stale_after_26_hours() -> None:
+    graph = defs.resolve_asset_graph()
+    windows = {
+        key.to_user_string(): graph.get(key).freshness_policy.fail_window.to_timedelta().total_seconds() / 3600
+        for key in graph.get_all_asset_keys()
+        if graph.get(key).freshness_policy is not None
+    }
+    assert windows == dict.fromkeys(PUBLISHED_TABLES, 26.0)
+
+
+def test_dbt_and_model_steps_retry_but_ingestion_does_not() -> None:
+    job = defs.resolve_job_def("refresh_recommendations")
+    policies = {name: job.get_retry_policy_for_handle(NodeHandle(name, None)) for name in job.graph.node_dict}
+    assert policies["recsys_dbt_assets"] == STEP_RETRY_POLICY
+    assert policies["als_model"] == policies["item_knn_model"] == STEP_RETRY_POLICY
+    assert policies["ingest"] is None  # a rejected file must fail the run, not be skipped by a retry
+    assert STEP_RETRY_POLICY.max_retries == 2
 
 
 def test_schedule_requests_the_refresh_at_two_am() -> None:
@@ -36,10 +68,11 @@ def test_schedule_requests_the_refresh_at_two_am() -> None:
     assert schedule.cron_schedule == "0 2 * * *"
     requests = list(schedule.evaluate_tick(build_schedule_context()).run_requests)
     assert len(requests) == 1 and isinstance(requests[0], RunRequest)
+    assert requests[0].partition_key is None  # the nightly run scans every file
     assert schedule.job_name == "refresh_recommendations"
 
 
-def test_sensor_requests_each_settled_file_once(pipeline_env: Path) -> None:
+def test_sensor_requests_each_settled_file_once_as_a_partition(pipeline_env: Path) -> None:
     inbox = pipeline_env / "inbox_dir"
     settled = inbox / "events-2026-11-23.csv"
     settled.write_text(EVENTS)
@@ -50,9 +83,9 @@ def test_sensor_requests_each_settled_file_once(pipeline_env: Path) -> None:
 
     first = inbox_sensor(build_sensor_context())
     assert isinstance(first, SensorResult)
-    assert [r.run_config["ops"][INGEST_OP_NAME]["config"]["files"] for r in first.run_requests] == [
-        [str(settled.resolve())]
-    ]
+    assert [r.partition_key for r in first.run_requests] == ["events-2026-11-23.csv"]
+    [add] = first.dynamic_partitions_requests
+    assert (add.partitions_def_name, list(add.partition_keys)) == ("input_files", ["events-2026-11-23.csv"])
 
     again = inbox_sensor(build_sensor_context(cursor=first.cursor))
     assert isinstance(again, SkipReason)
@@ -61,6 +94,13 @@ def test_sensor_requests_each_settled_file_once(pipeline_env: Path) -> None:
     marked = inbox_sensor(build_sensor_context(cursor=first.cursor))
     assert [r.tags["recsys/inbox_file"] for r in marked.run_requests] == ["still-writing.csv"]
     assert marked.run_requests[0].run_key != first.run_requests[0].run_key
+
+
+def test_sensor_skips_names_that_cannot_be_partition_keys(pipeline_env: Path) -> None:
+    odd = pipeline_env / "inbox_dir" / "export...final.csv"
+    odd.write_text(EVENTS)
+    _age(odd, 60)
+    assert isinstance(inbox_sensor(build_sensor_context()), SkipReason)
 
 
 def test_sensor_ignores_links_that_leave_the_inbox(pipeline_env: Path) -> None:

@@ -1,3 +1,5 @@
+"""Champion choice on validation NDCG@10 and the gate's verdict, on hand-written evaluation rows."""
+
 from datetime import datetime
 from pathlib import Path
 
@@ -5,19 +7,26 @@ import duckdb
 import pytest
 
 from recsys_dagster.evaluate.assets import EVALUATION_DDL
-from recsys_dagster.evaluate.champion import select_champion
+from recsys_dagster.evaluate.champion import (
+    CHAMPION_CANDIDATES,
+    ChampionChoice,
+    gate_verdict,
+    select_champion,
+)
+from recsys_dagster.models.registry import MODEL_NAMES
 
 ROWS = [
     # run_id, model, model_version, metric, value, evaluated_at
-    ("old", "als_model", "v-als-1", "ndcg@10", 0.40, datetime(2024, 1, 1)),
-    ("old", "popularity_model", "v-pop-1", "ndcg@10", 0.10, datetime(2024, 1, 1)),
-    ("new", "als_model", "v-als-2", "ndcg@10", 0.20, datetime(2024, 2, 1)),
-    ("new", "svd_model", "v-svd-2", "ndcg@10", 0.25, datetime(2024, 2, 1)),
+    ("old", "als_model", "v-als-1", "val_ndcg@10", 0.40, datetime(2024, 1, 1)),
+    ("old", "popularity_model", "v-pop-1", "val_ndcg@10", 0.10, datetime(2024, 1, 1)),
+    ("new", "als_model", "v-als-2", "val_ndcg@10", 0.20, datetime(2024, 2, 1)),
+    ("new", "als_model", "v-als-2", "ndcg@10", 0.90, datetime(2024, 2, 1)),  # test window: never chooses
+    ("new", "svd_model", "v-svd-2", "val_ndcg@10", 0.25, datetime(2024, 2, 1)),
     ("new", "svd_model", "v-svd-2", "precision@10", 0.90, datetime(2024, 2, 1)),
-    ("new", "item_knn_model", "v-knn-2", "ndcg@10", 0.25, datetime(2024, 2, 1)),
-    ("new", "some_experiment", "v-x", "ndcg@10", 0.99, datetime(2024, 2, 1)),
-    ("tie", "popularity_model", "v-pop-3", "ndcg@10", 0.30, datetime(2023, 1, 1)),
-    ("tie", "als_model", "v-als-3", "ndcg@10", 0.30, datetime(2023, 1, 1)),
+    ("new", "item_knn_model", "v-knn-2", "val_ndcg@10", 0.25, datetime(2024, 2, 1)),
+    ("new", "some_experiment", "v-x", "val_ndcg@10", 0.99, datetime(2024, 2, 1)),
+    ("tie", "popularity_model", "v-pop-3", "val_ndcg@10", 0.30, datetime(2023, 1, 1)),
+    ("tie", "als_model", "v-als-3", "val_ndcg@10", 0.30, datetime(2023, 1, 1)),
     ("no-ndcg", "als_model", "v-als-4", "recall@10", 0.30, datetime(2022, 1, 1)),
 ]
 
@@ -30,21 +39,43 @@ def con(tmp_path: Path):
         yield connection
 
 
-def test_latest_run_best_ndcg_among_the_four_models(con) -> None:
+def test_latest_run_best_validation_ndcg_among_the_candidates(con) -> None:
     # svd and item_knn tie at 0.25 in the latest run: svd comes first in the candidate order;
-    # the experiment's 0.99 is not a candidate and precision rows do not count.
-    assert select_champion(con) == ("svd_model", "v-svd-2")
+    # the experiment's 0.99 is not a candidate, test-window and precision rows do not count.
+    assert select_champion(con) == ChampionChoice("new", "svd_model", "v-svd-2", 0.25)
 
 
-def test_a_given_run(con) -> None:
-    assert select_champion(con, "old") == ("als_model", "v-als-1")
-    assert select_champion(con, "tie") == ("als_model", "v-als-3")
+def test_a_given_run_and_a_restricted_candidate_list(con) -> None:
+    assert select_champion(con, "old").model_version == "v-als-1"
+    assert select_champion(con, "tie").model == "als_model"
+    assert select_champion(con, "new", candidates=["als_model", "popularity_model"]).model_version == "v-als-2"
+
+
+def test_every_trained_model_is_a_candidate() -> None:
+    assert set(CHAMPION_CANDIDATES) == set(MODEL_NAMES)
 
 
 def test_clear_errors_without_a_usable_run(con, tmp_path: Path) -> None:
-    with pytest.raises(LookupError, match="ndcg@10"):
+    with pytest.raises(LookupError, match="val_ndcg@10"):
         select_champion(con, "no-ndcg")
-    with pytest.raises(LookupError, match="ndcg@10"):
+    with pytest.raises(LookupError, match="val_ndcg@10"):
         select_champion(con, "never-ran")
     with duckdb.connect(str(tmp_path / "empty.duckdb")) as empty, pytest.raises(LookupError, match="model_evaluation"):
         select_champion(empty)
+
+
+@pytest.mark.parametrize(
+    ("value", "baseline", "passed"),
+    [
+        (0.05, None, True),  # nothing published on this window yet
+        (0.081, ("run-1", 0.10), True),  # 19% below: allowed
+        (0.080, ("run-1", 0.10), True),  # exactly 20% below: allowed
+        (0.079, ("run-1", 0.10), False),  # 21% below: refused
+        (0.50, ("run-1", 0.10), True),
+        (0.0, ("run-1", 0.0), True),
+    ],
+)
+def test_gate_allows_at_most_a_20_percent_drop(value: float, baseline, passed: bool) -> None:
+    verdict, reason = gate_verdict(ChampionChoice("run-2", "als_model", "v", value), baseline, 0.2)
+    assert verdict is passed
+    assert ("below the last published run run-1" in reason) is (not passed)

@@ -1,7 +1,7 @@
 """Warehouses holding the dbt marts the models read, built with plain DuckDB SQL from real data.
 
 The marts (fct_user_item_interactions, fct_train_user_item, fct_holdout_interactions, dim_items,
-dim_users, int_holdout_cutoff) get exactly the columns of docs/design.md, computed the way the dbt
+dim_users, int_holdout_cutoff, and stg_interactions with the event columns the models read) get exactly the columns of docs/design.md, computed the way the dbt
 models define them, so these tests do not depend on the dbt project being built.
 """
 
@@ -15,7 +15,7 @@ import pytest
 from dagster import materialize
 
 from recsys_dagster.evaluate.assets import model_evaluation
-from recsys_dagster.models.assets import MODEL_ASSETS
+from recsys_dagster.models.assets import MODEL_ASSETS, validation_split
 from recsys_dagster.resources import RecsysPaths, WarehouseResource
 
 HOLDOUT_FRACTION = 0.2
@@ -55,7 +55,7 @@ GROUP BY user_id, item_id
 
 MART_TABLES_SQL = f"""
 CREATE TABLE int_holdout_cutoff AS
-SELECT quantile_disc(event_time, {1 - HOLDOUT_FRACTION}) AS cutoff_time,
+SELECT {{cutoff}} AS cutoff_time,
        min(event_time) AS min_event_time, max(event_time) AS max_event_time
 FROM events;
 
@@ -93,16 +93,22 @@ SELECT user_id, count(DISTINCT item_id) AS n_items, count(*) AS n_events,
        min(event_time) AS first_event_time, max(event_time) AS last_event_time
 FROM events GROUP BY user_id;
 
-DROP TABLE events;
+ALTER TABLE events RENAME TO stg_interactions;
 """
 
 
-def build_marts(database: Path, events_sql: str, source: Path) -> Path:
-    """A DuckDB file with the marts computed from ``events_sql`` (read from ``source``)."""
+#: The dbt definition of the holdout cutoff; a benchmark with its own split passes another expression.
+QUANTILE_CUTOFF = f"quantile_disc(event_time, {1 - HOLDOUT_FRACTION})"
+
+
+def build_marts(database: Path, events_sql: str, source: Path, cutoff_sql: str = QUANTILE_CUTOFF) -> Path:
+    """A DuckDB file with the marts computed from ``events_sql`` (read from ``source``).
+
+    ``cutoff_sql``: a code-defined SQL expression over ``events`` giving the holdout cutoff."""
     with duckdb.connect(str(database)) as con:
         con.execute("SET TimeZone = 'UTC'")  # as the pipeline's WarehouseResource does
         con.execute(f"CREATE TABLE events AS {events_sql}", {"path": str(source)})
-        con.execute(MART_TABLES_SQL)
+        con.execute(MART_TABLES_SQL.replace("{cutoff}", cutoff_sql))
     return database
 
 
@@ -139,9 +145,9 @@ def make_resources() -> Callable[[Path, Path], dict[str, object]]:
 
 @pytest.fixture(scope="session")
 def trained_retail(retail_db: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    """The four models and one evaluation materialized on Online Retail, once per session."""
+    """The validation split, every model and one evaluation materialized on Online Retail, once per session."""
     resources = pipeline_resources(retail_db, tmp_path_factory.mktemp("retail_artifacts") / "models")
-    result = materialize([*MODEL_ASSETS, model_evaluation], resources=resources)
+    result = materialize([validation_split, *MODEL_ASSETS, model_evaluation], resources=resources)
     assert result.success
     return {"result": result, "database": retail_db, "models_dir": resources["paths"].models_path()}
 

@@ -1,4 +1,4 @@
-"""The four model assets and model_evaluation, materialized together on Online Retail."""
+"""The validation split, every model asset and model_evaluation, materialized together on Online Retail."""
 
 import duckdb
 import pandas as pd
@@ -10,7 +10,17 @@ from recsys_dagster.evaluate.champion import select_champion
 from recsys_dagster.models.assets import MODEL_ASSETS, item_knn_model, popularity_model
 from recsys_dagster.models.registry import MODEL_NAMES, load_latest
 
-RANKING = ["precision@10", "recall@10", "ndcg@10", "map@10", "hit_rate@10", "coverage@10"]
+RANKING_NAMES = ["precision", "recall", "ndcg", "map", "hit_rate", "coverage"]
+#: Every ranking metric name: both windows (val_ = validation), K = 10 and 20, both relevance definitions.
+RANKING = [
+    f"{window}{metric}@{k}{relevance}"
+    for window in ("val_", "")
+    for metric in RANKING_NAMES
+    for k in (10, 20)
+    for relevance in ("", "_new_items")
+]
+COUNTS = [f"{window}{count}{relevance}" for window in ("val_", "") for count in ("n_eval_users", "n_cold_users")
+          for relevance in ("", "_new_items")]
 
 
 @pytest.fixture()
@@ -26,9 +36,8 @@ def metadata_of(trained_retail, asset: str) -> dict[str, object]:
 
 
 def test_one_row_per_model_and_metric_with_values_in_range(evaluation: pd.DataFrame, retail_con) -> None:
-    expected = {(model, metric) for model in MODEL_NAMES for metric in RANKING} | {
-        ("svd_model", "rmse"),
-        ("svd_model", "mae"),
+    expected = {(model, metric) for model in MODEL_NAMES for metric in RANKING + COUNTS} | {
+        ("svd_model", metric) for metric in ("rmse", "mae", "val_rmse", "val_mae")
     }
     assert set(zip(evaluation["model"], evaluation["metric"])) == expected
     assert len(evaluation) == len(expected)
@@ -37,7 +46,7 @@ def test_one_row_per_model_and_metric_with_values_in_range(evaluation: pd.DataFr
     for model in MODEL_NAMES:
         versions = evaluation.loc[evaluation["model"] == model, "model_version"]
         assert versions.eq(load_latest(retail_con, model).model_version).all()
-    svd_errors = evaluation.loc[evaluation["metric"].isin(["rmse", "mae"]), "value"]
+    svd_errors = evaluation.loc[evaluation["metric"].str.contains("rmse|mae"), "value"]
     assert (svd_errors >= 0).all() and (svd_errors < 4).all()
 
 
@@ -60,7 +69,14 @@ def test_evaluation_metadata_counts_holdout_and_cold_users(trained_retail, retai
     ).fetchone()
     assert metadata["n_holdout_users"] == n_users and metadata["n_cold_users"] == n_cold > 0
     assert metadata["cutoff"] == str(cutoff)
-    assert metadata["dagster/row_count"] == 26
+    assert metadata["dagster/row_count"] == len(MODEL_NAMES) * (len(RANKING) + len(COUNTS)) + 4
+    counts = retail_con.execute(
+        "SELECT metric, value FROM ml.evaluation_runs WHERE model = 'als_model' AND metric LIKE '%n_%users%'"
+    ).fetchall()
+    assert dict(counts)["n_eval_users"] == n_users and dict(counts)["n_cold_users"] == n_cold
+    val_users = retail_con.execute("SELECT count(DISTINCT user_id) FROM ml.validation_holdout_interactions").fetchone()
+    assert dict(counts)["val_n_eval_users"] == metadata["n_validation_users"] == val_users[0]
+    assert "data:image/png;base64," in metadata["ndcg_history"]
     assert all(model in metadata["metrics"] for model in MODEL_NAMES)
 
 
@@ -72,28 +88,32 @@ def test_model_metadata_reports_sizes_version_and_params(trained_retail, retail_
     assert (metadata["n_users"], metadata["n_items"], metadata["nnz"]) == (n_users, n_items, nnz)
     assert metadata["model_version"] == load_latest(retail_con, "als_model").model_version
     assert metadata["params"] == {
-        "factors": 64, "regularization": 0.05, "alpha": 10.0, "iterations": 15, "random_state": 42
+        "factors": 64, "regularization": 0.05, "alpha": 10.0, "iterations": 15, "random_state": 42, "use_tuned": True
     }
     assert metadata["fit_seconds"] >= 0 and metadata["holdout_nnz"] < nnz
 
 
 def test_model_assets_depend_on_the_dbt_marts() -> None:
     for asset in MODEL_ASSETS:
-        marts = {AssetKey("fct_train_user_item"), AssetKey("fct_user_item_interactions")}
+        marts = {AssetKey("validation_split"), AssetKey("fct_train_user_item"), AssetKey("fct_user_item_interactions")}
         assert set(asset.asset_deps[asset.key]) == marts
         assert asset.group_names_by_key[asset.key] == "models"
     assert set(model_evaluation.asset_deps[model_evaluation.key]) == {
         *(AssetKey(name) for name in MODEL_NAMES),
         AssetKey("fct_holdout_interactions"),
+        AssetKey("validation_split"),
+        AssetKey("dim_items"),
     }
 
 
-def test_champion_is_the_best_ndcg_of_the_run(evaluation: pd.DataFrame, retail_con, trained_retail) -> None:
-    ndcg = evaluation[evaluation["metric"] == "ndcg@10"].sort_values("value", ascending=False)
-    model, version = select_champion(retail_con)
-    assert select_champion(retail_con, trained_retail["result"].run_id) == (model, version)
-    assert ndcg.iloc[0]["value"] == ndcg.loc[ndcg["model"] == model, "value"].iloc[0]
-    assert version == load_latest(retail_con, model).model_version
+def test_champion_is_the_best_validation_ndcg_of_the_run(evaluation: pd.DataFrame, retail_con, trained_retail) -> None:
+    ndcg = evaluation[evaluation["metric"] == "val_ndcg@10"].sort_values("value", ascending=False)
+    champion = select_champion(retail_con)
+    assert select_champion(retail_con, trained_retail["result"].run_id) == champion
+    assert champion.value == ndcg.iloc[0]["value"] == ndcg.loc[ndcg["model"] == champion.model, "value"].iloc[0]
+    assert champion.model_version == load_latest(retail_con, champion.model).model_version
+    metadata = metadata_of(trained_retail, "model_evaluation")
+    assert (metadata["champion"], metadata["gate_passed"]) == (champion.model, True)
 
 
 
@@ -118,6 +138,7 @@ def test_hyperparameters_come_from_run_config(retail_db, make_resources, tmp_pat
         knn, popularity = load_latest(con, "item_knn_model"), load_latest(con, "popularity_model")
         all_items = con.execute("SELECT count(DISTINCT item_id) FROM fct_user_item_interactions").fetchone()[0]
     assert knn.params == {"similarity": "bm25", "neighbours": 5, "bm25_k1": 1.2, "bm25_b": 0.75}
+    assert set(knn.artifact_dir.iterdir()) >= {knn.artifact_dir / fit for fit in ("validation", "holdout", "serving")}
     assert popularity.params == {"recent_days": 1}
     similarity = knn.fit_arrays("serving").sparse["similarity"]
     assert similarity.getnnz(axis=1).max() <= 5

@@ -46,9 +46,10 @@ def test_recommend_invariants(model: str, fit: str, retail_con, requested_users:
     assert set(recs["item_id"]) <= set(loaded.fit_arrays(fit).item_ids)
     assert recs.merge(exclude, on=["user_id", "item_id"]).empty, "an excluded pair was recommended"
     known = set(requested_users) & set(loaded.fit_arrays(fit).user_ids)
-    expected_users = set(requested_users) if model == "popularity_model" else known
+    user_agnostic = model in ("popularity_model", "popularity_recent_model")
+    expected_users = set(requested_users) if user_agnostic else known
     assert set(recs["user_id"]) <= expected_users and UNKNOWN_USER not in known
-    assert (UNKNOWN_USER in set(recs["user_id"])) == (model == "popularity_model")
+    assert (UNKNOWN_USER in set(recs["user_id"])) == user_agnostic
     assert recs["user_id"].nunique() >= 0.9 * len(expected_users)
 
 

@@ -1,0 +1,126 @@
+"""User-kNN, the repeat-aware blend and the validation split on hand-computable inputs and real data."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+from dagster import materialize
+from scipy.sparse import csr_matrix
+
+from recsys_dagster.models.artifacts import FitArrays
+from recsys_dagster.models.assets import als_model, model_tuning
+from recsys_dagster.models.baselines import UserKnnConfig, fit_user_knn, score_user_knn
+from recsys_dagster.models.registry import load_latest
+from recsys_dagster.models.repeat import recency_weighted_history, score_repeat_aware
+from recsys_dagster.models.validation import recovered_event_weights
+
+PAIRS = [("a", "x", 1), ("a", "y", 1), ("b", "x", 1), ("b", "y", 1), ("b", "z", 2), ("c", "z", 1), ("d", "x", 1)]
+
+
+@pytest.fixture()
+def small_con():
+    with duckdb.connect() as con:
+        con.execute("CREATE TABLE fct_train_user_item (user_id VARCHAR, item_id VARCHAR, strength DOUBLE)")
+        con.executemany("INSERT INTO fct_train_user_item VALUES (?, ?, ?)", PAIRS)
+        yield con
+
+
+def test_user_knn_is_the_similarity_weighted_average_of_the_top_neighbours(small_con) -> None:
+    # a = (1,1,0); cosine with b = (1,1,2): 2/sqrt(12); with d = (1,0,0): 1/sqrt(2); with c = (0,0,1): 0.
+    sim_b, sim_d = 2 / math.sqrt(12), 1 / math.sqrt(2)
+    everyone = fit_user_knn(small_con, "fct_train_user_item", UserKnnConfig(neighbours=20))
+    nearest = fit_user_knn(small_con, "fct_train_user_item", UserKnnConfig(neighbours=1))
+
+    total = sim_b + sim_d
+    assert score_user_knn(everyone, np.array([0]))[0] == pytest.approx([1.0, sim_b / total, 2 * sim_b / total])
+    only_d = score_user_knn(nearest, np.array([0]))[0]
+    assert only_d[0] == pytest.approx(1.0) and np.isneginf(only_d[1:]).all()
+
+
+def test_user_knn_never_counts_the_user_as_their_own_neighbour(small_con) -> None:
+    fit = fit_user_knn(small_con, "fct_train_user_item", UserKnnConfig(neighbours=20))
+    # c's only item is z, shared with b alone: the average over the one neighbour is b's row, and c's
+    # own strength on z (1) does not leak in.
+    assert score_user_knn(fit, np.array([2]))[0] == pytest.approx([1.0, 1.0, 2.0])
+
+
+def test_repeat_aware_blends_scaled_own_history_with_scaled_als() -> None:
+    fit = FitArrays(
+        user_ids=np.array(["u"]),
+        item_ids=np.array(["x", "y", "z"]),
+        dense={
+            "user_factors": np.array([[1.0]], dtype=np.float32),
+            "item_factors": np.array([[0.2], [0.6], [1.0]], dtype=np.float32),
+            "repeat_weight": np.array(0.5),
+        },
+        sparse={"history": csr_matrix(np.array([[4.0, 0.0, 2.0]]))},
+    )
+    # als scaled to [0, 0.5, 1], history scaled to [1, 0, 0.5], blended half and half.
+    assert score_repeat_aware(fit, np.array([0]))[0] == pytest.approx([0.5, 0.25, 0.75])
+
+
+def test_history_halves_per_half_life_before_the_newest_event() -> None:
+    with duckdb.connect() as con:
+        con.execute(
+            "CREATE TABLE fct_train_user_item AS SELECT * FROM (VALUES "
+            "('u', 'x', 4.0, TIMESTAMP '2024-01-29'), ('u', 'y', 3.0, TIMESTAMP '2024-01-01'),"
+            "('v', 'x', 2.0, TIMESTAMP '2024-01-15')) t(user_id, item_id, strength, last_event_time)"
+        )
+        fit = FitArrays(user_ids=np.array(["u", "v"]), item_ids=np.array(["x", "y"]))
+        history = recency_weighted_history(con, "fct_train_user_item", fit, half_life_days=14.0).toarray()
+    assert history == pytest.approx(np.array([[4.0, 3.0 * 0.25], [2.0 * 0.5, 0.0]]))
+
+
+def test_event_weights_are_recovered_exactly_from_the_train_mart() -> None:
+    with duckdb.connect() as con:
+        con.execute(
+            "CREATE TABLE fct_train_user_item AS SELECT *, 1 * n_views + 3 * n_addtocarts + 5 * n_transactions"
+            " + 1 * coalesce(last_rating, 0) AS strength FROM (VALUES (2, 0, 0, NULL), (1, 1, 0, NULL),"
+            " (0, 2, 1, NULL), (3, 0, 1, NULL), (0, 0, 0, 4.0)) t(n_views, n_addtocarts, n_transactions, last_rating)"
+        )
+        assert recovered_event_weights(con) == pytest.approx([1.0, 3.0, 5.0, 1.0])
+
+
+def test_validation_window_lies_before_the_test_window(retail_con, trained_retail) -> None:
+    validation_cutoff, test_cutoff = retail_con.execute(
+        "SELECT validation_cutoff, test_cutoff FROM ml.validation_cutoff"
+    ).fetchone()
+    latest_train, first_window, last_window = retail_con.execute(
+        "SELECT (SELECT max(last_event_time) FROM ml.validation_train_user_item),"
+        " (SELECT min(first_event_time) FROM ml.validation_holdout_interactions),"
+        " (SELECT max(first_event_time) FROM ml.validation_holdout_interactions)"
+    ).fetchone()
+    assert latest_train < validation_cutoff <= first_window <= last_window < test_cutoff
+    mismatched = retail_con.execute(
+        "SELECT count(*) FROM ml.validation_train_user_item WHERE strength <> 5 * n_transactions"
+    ).fetchone()[0]
+    assert mismatched == 0  # Online Retail has purchases only: weight 5 recovered from the dbt mart
+
+
+def test_tuning_selects_on_validation_and_sets_the_next_runs_defaults(
+    trained_retail, make_resources, tmp_path: Path
+) -> None:
+    database = tmp_path / "warehouse.duckdb"
+    database.write_bytes(Path(trained_retail["database"]).read_bytes())
+    resources = make_resources(database, tmp_path / "models")
+    tuning_config = {"ops": {"model_tuning": {"config": {"als_trials": 2, "svd_trials": 2}}}}
+
+    assert materialize([model_tuning], resources=resources, run_config=tuning_config).success
+    assert materialize([als_model], resources=resources).success
+
+    with duckdb.connect(str(database), read_only=True) as con:
+        trials = con.execute("SELECT model, params_json, metric, value, selected FROM ml.tuning_runs").df()
+        als = load_latest(con, "als_model")
+    assert sorted(trials.groupby("model").size().items()) == [("als_model", 2), ("svd_model", 2)]
+    assert trials.groupby("model")["selected"].sum().eq(1).all()
+    als_trials = trials[trials["model"] == "als_model"]
+    best = als_trials.loc[als_trials["value"].idxmax()]
+    assert best["selected"] and best["metric"] == "val_ndcg@10_warm"
+    svd_trials = trials[trials["model"] == "svd_model"]
+    assert svd_trials.loc[svd_trials["value"].idxmin(), "selected"]
+    assert {k: als.params[k] for k in json.loads(best["params_json"])} == json.loads(best["params_json"])
