@@ -47,7 +47,30 @@ class FitArrays:
         return len(self.item_ids)
 
 
+class NonFiniteModelError(ValueError):
+    """A fit produced NaN or infinite numbers (diverged, or trained on collapsed data): it is not saved,
+    so it can never be registered, evaluated or published."""
+
+
+def non_finite_counts(fit: FitArrays) -> dict[str, int]:
+    """Array name -> how many of its floating-point values are NaN or infinite (only names with any)."""
+    arrays = {**fit.dense, **{f"sparse_{name}": matrix.data for name, matrix in fit.sparse.items()}}
+    counts = {
+        name: int(values.size - np.count_nonzero(np.isfinite(values)))
+        for name, values in arrays.items()
+        if np.issubdtype(np.asarray(values).dtype, np.floating)
+    }
+    return {name: count for name, count in counts.items() if count}
+
+
 def save_fit(fit: FitArrays, folder: Path) -> None:
+    """Write one fit's arrays; refuse a fit with non-finite numbers (``NonFiniteModelError``)."""
+    bad = non_finite_counts(fit)
+    if bad:
+        raise NonFiniteModelError(
+            f"the '{folder.name}' fit has non-finite values ({', '.join(f'{n}: {c}' for n, c in bad.items())}); "
+            "the model is not saved or registered, and the published tables stay as they were"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     np.savez(folder / "ids.npz", user_ids=fit.user_ids, item_ids=fit.item_ids)
     np.savez(folder / "arrays.npz", **fit.dense)

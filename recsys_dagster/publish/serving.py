@@ -78,6 +78,10 @@ INVARIANTS: dict[str, str] = {
     "never_a_purchased_item": """
         SELECT count(*) FROM recs.user_recommendations r
         JOIN purchased p USING (user_id, item_id)""",
+    "finite_scores": """
+        SELECT (SELECT count(*) FROM recs.user_recommendations WHERE isnan(score) OR isinf(score))
+             + (SELECT count(*) FROM recs.similar_items WHERE isnan(score) OR isinf(score))
+             + (SELECT count(*) FROM recs.popular_items WHERE isnan(score) OR isinf(score))""",
     "similar_items_not_self": """
         SELECT count(*) FROM recs.similar_items WHERE item_id = similar_item_id""",
     "popular_ranks_without_gaps": """

@@ -69,6 +69,7 @@ def test_publish_writes_the_contract_tables(tmp_path: Path) -> None:
         (lambda t: t["recs.user_recommendations"].drop(index=3), "ranks_without_gaps"),
         (lambda t: t["recs.user_recommendations"].assign(item_id="i1"), "no_duplicate_items_per_user"),
         (lambda t: t["recs.user_recommendations"].assign(model_version=["a", "b"] * 500), "single_model_version"),
+        (lambda t: t["recs.user_recommendations"].assign(score=float("inf")), "finite_scores"),
     ],
 )
 def test_a_broken_table_is_refused_and_the_old_file_stays(tmp_path: Path, breakage, invariant: str) -> None:
