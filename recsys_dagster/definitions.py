@@ -16,6 +16,7 @@ from recsys_dagster.automation.jobs import refresh_recommendations
 from recsys_dagster.automation.schedules import nightly_refresh
 from recsys_dagster.automation.sensors import inbox_sensor
 from recsys_dagster.evaluate import assets as evaluate_assets
+from recsys_dagster.features import checks as feature_checks
 from recsys_dagster.features import dbt as feature_assets
 from recsys_dagster.ingest import assets as ingest_assets
 from recsys_dagster.models import assets as model_assets
@@ -23,7 +24,9 @@ from recsys_dagster.publish import assets as publish_assets
 from recsys_dagster.resources import build_resources
 from recsys_dagster.validate import assets as validate_assets
 
-STAGE_MODULES = [ingest_assets, validate_assets, feature_assets, model_assets, evaluate_assets, publish_assets]
+STAGE_MODULES = [
+    ingest_assets, validate_assets, feature_assets, feature_checks, model_assets, evaluate_assets, publish_assets
+]
 
 defs = Definitions(
     assets=apply_published_freshness(load_assets_from_modules(STAGE_MODULES)),
