@@ -1,0 +1,161 @@
+"""Model-level faults: a night whose training data collapsed fails the run before anything is published.
+
+Real in-process runs of the whole ``refresh_recommendations`` job on a real Taobao slice (114 users
+with their full 9-day histories: views, carts/favourites, purchases). The shop exports its whole
+history nightly to the same file name, so a broken export replaces the training data. After one good
+night that publishes, three broken nights replace the export with (a) one user's events, (b) one
+item's events, (c) only the views. Each run must fail at the blocking ``training_data_not_collapsed``
+check with a message naming the problem, materialize nothing downstream of the training mart, leave
+the serving file byte-identical and keep every raw row accounted for. An operator who confirms a
+genuine change re-runs the check once with ``accept_event_type_changes`` and the new mix becomes the
+baseline.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pytest
+from dagster import AssetCheckKey, AssetKey, AssetSelection, DagsterInstance, ExecuteInProcessResult, RunConfig
+
+from pipeline_state import assert_rows_accounted, serving_fingerprints, serving_state
+from recsys_dagster.definitions import defs
+from recsys_dagster.features.checks import (
+    COLLAPSE_CHECK,
+    TRAINING_MART,
+    TrainingDataCheckConfig,
+    training_data_not_collapsed,
+)
+from recsys_dagster.features.dbt import recsys_dbt_assets
+from tests.conftest import isolate_pipeline
+
+TAOBAO_SLICE = Path("taobao_userbehavior") / "UserBehavior_tail10k_114users_fullhistory.csv"
+EXPORT_NAME = "UserBehavior.csv"
+CHECK_KEY = AssetCheckKey(AssetKey(TRAINING_MART), COLLAPSE_CHECK)
+#: Taobao columns: user_id, item_id, category_id, behavior (pv | cart | fav | buy), timestamp.
+USER_COLUMN, ITEM_COLUMN, BEHAVIOR_COLUMN = 0, 1, 3
+#: The slice's most active user (404 events of all four behaviours) and an item viewed, carted and bought.
+ONE_USER, ONE_ITEM = "99981", "4423269"
+
+
+@dataclass(frozen=True)
+class CollapsedNight:
+    """A broken export: the rows of the good export that ``keep`` accepts, and the expected complaint."""
+
+    name: str
+    keep: Callable[[list[str]], bool]
+    complaint: str
+
+
+NIGHTS = [
+    CollapsedNight("one_user", lambda row: row[USER_COLUMN] == ONE_USER, "only 1 distinct user(s)"),
+    CollapsedNight("one_item", lambda row: row[ITEM_COLUMN] == ONE_ITEM, "only 1 distinct item(s)"),
+    CollapsedNight("views_only", lambda row: row[BEHAVIOR_COLUMN] == "pv", "addtocart (7.5%), transaction (2.1%)"),
+]
+
+
+@dataclass(frozen=True)
+class GoodNight:
+    """The isolated pipeline after the good night, and what it published."""
+
+    root: Path
+    export: list[str]
+    serving: tuple[tuple[str, ...], int, str]
+    serving_tables: dict[str, tuple]
+
+    @property
+    def warehouse(self) -> Path:
+        return self.root / "warehouse.duckdb"
+
+    def write_export(self, lines: list[str]) -> None:
+        (self.root / "input_dir" / EXPORT_NAME).write_text("".join(lines), encoding="utf-8")
+
+    def query(self, sql: str) -> list[tuple]:
+        with duckdb.connect(str(self.warehouse), read_only=True) as con:
+            return con.execute(sql).fetchall()
+
+
+def run_refresh(run_config: RunConfig | None = None, check_only: bool = False) -> ExecuteInProcessResult:
+    """The real job in this process (``check_only``: the collapse check alone, as an operator re-runs it)."""
+    job = defs.resolve_job_def("refresh_recommendations")
+    if check_only:
+        job = job.get_subset(asset_selection=set(), asset_check_selection={CHECK_KEY})
+    return job.execute_in_process(run_config=run_config, instance=DagsterInstance.ephemeral(), raise_on_error=False)
+
+
+def collapse_evaluation(result: ExecuteInProcessResult):
+    [evaluation] = [e for e in result.get_asset_check_evaluations() if e.asset_check_key == CHECK_KEY]
+    return evaluation
+
+
+def steps_after_training_mart() -> set[AssetKey]:
+    """The assets downstream of the mart built by later steps (the dbt build makes the other marts)."""
+    graph = defs.resolve_asset_graph()
+    downstream = AssetSelection.assets(TRAINING_MART).downstream(include_self=False).resolve(graph)
+    return set(downstream) - set(recsys_dbt_assets.keys)
+
+
+@pytest.fixture(scope="module")
+def good_night(tmp_path_factory: pytest.TempPathFactory, shared_datasets: Path) -> Iterator[GoodNight]:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        root = isolate_pipeline(tmp_path_factory.mktemp("model_faults"), monkeypatch)
+        source = shared_datasets / TAOBAO_SLICE
+        shutil.copy(source, root / "input_dir" / EXPORT_NAME)
+        result = run_refresh()
+        assert result.success, [event.message for event in result.all_events if event.is_failure]
+        serving = root / "serving.duckdb"
+        export = source.read_text(encoding="utf-8").splitlines(keepends=True)
+        yield GoodNight(root, export, serving_state(serving), serving_fingerprints(serving))
+
+
+def test_the_good_night_publishes_and_records_a_passing_profile(good_night: GoodNight) -> None:
+    assert good_night.serving[1] > 0
+    profile = good_night.query(
+        "SELECT event_type, n_events > 0, passed FROM ml.training_data_profiles ORDER BY event_type"
+    )
+    assert profile == [("addtocart", True, True), ("rating", False, True), ("transaction", True, True),
+                       ("view", True, True)]
+
+
+@pytest.mark.parametrize("night", NIGHTS, ids=lambda night: night.name)
+def test_a_collapsed_night_fails_at_the_check_and_publishes_nothing(good_night: GoodNight, night: CollapsedNight) -> None:
+    registered_before = good_night.query("SELECT count(*) FROM ml.model_registry")
+    good_night.write_export([line for line in good_night.export if night.keep(line.rstrip("\n").split(","))])
+
+    result = run_refresh()
+
+    assert not result.success
+    evaluation = collapse_evaluation(result)
+    assert not evaluation.passed
+    assert night.complaint in evaluation.description
+    materialized = {event.asset_key for event in result.get_asset_materialization_events()}
+    assert AssetKey(TRAINING_MART) in materialized  # the run got as far as the mart...
+    assert materialized & steps_after_training_mart() == set()  # ...and not one step further
+    assert good_night.query("SELECT count(*) FROM ml.model_registry") == registered_before
+    serving = good_night.root / "serving.duckdb"
+    assert serving_state(serving) == good_night.serving  # same versions, rows and file bytes
+    assert serving_fingerprints(serving) == good_night.serving_tables
+    assert_rows_accounted(good_night.warehouse)
+    [(passed,)] = good_night.query(
+        "SELECT DISTINCT passed FROM ml.training_data_profiles WHERE checked_at = (SELECT max(checked_at) "
+        "FROM ml.training_data_profiles)"
+    )
+    assert passed is False
+
+
+def test_an_operator_accepts_a_genuine_mix_change_once(good_night: GoodNight) -> None:
+    """Views only from now on, confirmed: the accepted profile becomes the baseline of later checks."""
+    good_night.write_export([line for line in good_night.export if line.split(",")[BEHAVIOR_COLUMN] == "pv"])
+    assert not run_refresh().success  # the change is refused until someone accepts it
+
+    accept = RunConfig(ops={training_data_not_collapsed.op.name: TrainingDataCheckConfig(accept_event_type_changes=True)})
+    accepted = run_refresh(accept, check_only=True)
+    next_night = run_refresh(check_only=True)
+
+    assert accepted.success and collapse_evaluation(accepted).passed
+    assert next_night.success and collapse_evaluation(next_night).passed
+    assert collapse_evaluation(next_night).metadata["previous_mix"].value == "view 100.0%"
