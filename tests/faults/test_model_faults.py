@@ -122,7 +122,9 @@ def test_the_good_night_publishes_and_records_a_passing_profile(good_night: Good
 
 
 @pytest.mark.parametrize("night", NIGHTS, ids=lambda night: night.name)
-def test_a_collapsed_night_fails_at_the_check_and_publishes_nothing(good_night: GoodNight, night: CollapsedNight) -> None:
+def test_a_collapsed_night_fails_at_the_check_and_publishes_nothing(
+    good_night: GoodNight, night: CollapsedNight
+) -> None:
     registered_before = good_night.query("SELECT count(*) FROM ml.model_registry")
     good_night.write_export([line for line in good_night.export if night.keep(line.rstrip("\n").split(","))])
 
@@ -152,7 +154,8 @@ def test_an_operator_accepts_a_genuine_mix_change_once(good_night: GoodNight) ->
     good_night.write_export([line for line in good_night.export if line.split(",")[BEHAVIOR_COLUMN] == "pv"])
     assert not run_refresh().success  # the change is refused until someone accepts it
 
-    accept = RunConfig(ops={training_data_not_collapsed.op.name: TrainingDataCheckConfig(accept_event_type_changes=True)})
+    accept_config = TrainingDataCheckConfig(accept_event_type_changes=True)
+    accept = RunConfig(ops={training_data_not_collapsed.op.name: accept_config})
     accepted = run_refresh(accept, check_only=True)
     next_night = run_refresh(check_only=True)
 
