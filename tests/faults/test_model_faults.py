@@ -8,11 +8,14 @@ item's events, (c) only the views. Each run must fail at the blocking ``training
 check with a message naming the problem, materialize nothing downstream of the training mart, leave
 the serving file byte-identical and keep every raw row accounted for. An operator who confirms a
 genuine change re-runs the check once with ``accept_event_type_changes`` and the new mix becomes the
-baseline.
+baseline. Every rejected file of the bad-input corpus, met by the whole job after that good night,
+likewise fails the run at ingestion and leaves the published tables and the row accounting intact
+(test_bad_inputs.py checks the same files on ingest + validate alone).
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,7 +25,9 @@ import duckdb
 import pytest
 from dagster import AssetCheckKey, AssetKey, AssetSelection, DagsterInstance, ExecuteInProcessResult, RunConfig
 
+from fault_env import Baseline, FaultEnv, load_manifest
 from pipeline_state import assert_rows_accounted, serving_fingerprints, serving_state
+from recsys_dagster.ingest.assets import IngestConfig
 from recsys_dagster.definitions import defs
 from recsys_dagster.features.checks import (
     COLLAPSE_CHECK,
@@ -31,6 +36,7 @@ from recsys_dagster.features.checks import (
     training_data_not_collapsed,
 )
 from recsys_dagster.features.dbt import recsys_dbt_assets
+from test_bad_inputs import failure_text, stage
 from tests.conftest import isolate_pipeline
 
 TAOBAO_SLICE = Path("taobao_userbehavior") / "UserBehavior_tail10k_114users_fullhistory.csv"
@@ -56,6 +62,7 @@ NIGHTS = [
     CollapsedNight("one_item", lambda row: row[ITEM_COLUMN] == ONE_ITEM, "only 1 distinct item(s)"),
     CollapsedNight("views_only", lambda row: row[BEHAVIOR_COLUMN] == "pv", "addtocart (7.5%), transaction (2.1%)"),
 ]
+REJECTED_FILES = [case for case in load_manifest() if case["outcome"] == "reject"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,11 @@ class GoodNight:
 
     def write_export(self, lines: list[str]) -> None:
         (self.root / "input_dir" / EXPORT_NAME).write_text("".join(lines), encoding="utf-8")
+
+    def corpus_env(self) -> FaultEnv:
+        """This pipeline's inbox (and a folder outside it) as the bad-input corpus stages files."""
+        baseline = Baseline(self.root / "input_dir", self.warehouse, "")
+        return FaultEnv(baseline, self.warehouse, self.root / "inbox_dir", self.root / "outside")
 
     def query(self, sql: str) -> list[tuple]:
         with duckdb.connect(str(self.warehouse), read_only=True) as con:
@@ -162,3 +174,32 @@ def test_an_operator_accepts_a_genuine_mix_change_once(good_night: GoodNight) ->
     assert accepted.success and collapse_evaluation(accepted).passed
     assert next_night.success and collapse_evaluation(next_night).passed
     assert collapse_evaluation(next_night).metadata["previous_mix"].value == "view 100.0%"
+
+
+@pytest.fixture()
+def corpus_env(good_night: GoodNight) -> Iterator[FaultEnv]:
+    """The good night's pipeline with an empty folder outside the inbox; staged files removed after."""
+    env = good_night.corpus_env()
+    env.outside.mkdir()
+    yield env
+    shutil.rmtree(env.outside)
+    for staged in env.inbox.iterdir():
+        staged.unlink()
+
+
+@pytest.mark.parametrize("case", REJECTED_FILES, ids=[case["file"] for case in REJECTED_FILES])
+def test_a_rejected_file_fails_the_whole_job_and_keeps_the_published_tables(
+    good_night: GoodNight, corpus_env: FaultEnv, case: dict
+) -> None:
+    serving = good_night.root / "serving.duckdb"
+    published_before = serving_state(serving)
+    files = stage(corpus_env, case)
+
+    result = run_refresh(RunConfig(ops={"ingest": IngestConfig(files=files)}))
+
+    assert not result.success
+    assert re.search(case["error"], failure_text(result), re.DOTALL)
+    assert [event.step_key for event in result.get_step_failure_events()] == ["ingest"]
+    assert result.get_asset_materialization_events() == []
+    assert serving_state(serving) == published_before
+    assert_rows_accounted(good_night.warehouse)
