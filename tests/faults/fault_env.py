@@ -7,15 +7,17 @@ from pathlib import Path
 
 import duckdb
 import yaml
-from dagster import RunConfig, materialize
+from dagster import DagsterInstance, RunConfig, materialize
 
-from recsys_dagster.ingest.assets import IngestConfig, ingest
+from recsys_dagster.ingest.assets import INPUT_FILES, IngestConfig, ingest
 from recsys_dagster.resources import RecsysPaths, WarehouseResource
 from recsys_dagster.settings import PROJECT_ROOT
 from recsys_dagster.validate.assets import validate_interactions
 
 CORPUS_DIR = PROJECT_ROOT / "tests" / "data" / "bad"
 SAMPLE = PROJECT_ROOT / "data" / "sample" / "online_retail.csv"
+#: SQL that would break (or drop) a table if a value were pasted into SQL text instead of bound.
+HOSTILE = "x'); DROP TABLE raw_events; --"
 #: Tables a bad file must leave exactly as they were, and the columns that identify their content.
 #: (quarantined_at is the time of the last validation, so it is left out of the comparison.)
 TABLE_COLUMNS = {
@@ -69,6 +71,14 @@ class FaultEnv:
         return materialize(
             [ingest, validate_interactions], resources=self.resources(), run_config=config, raise_on_error=False
         )
+
+    def run_partition(self, partition_key: str):
+        """Materialize ingest (of the file named ``partition_key``) + validate, as a re-run or backfill
+        of that partition from the UI or the CLI would."""
+        instance = DagsterInstance.ephemeral()
+        instance.add_dynamic_partitions(INPUT_FILES.name, [partition_key])
+        return materialize([ingest, validate_interactions], resources=self.resources(), instance=instance,
+                           partition_key=partition_key, raise_on_error=False)
 
     def query(self, sql: str, params: list | None = None) -> list[tuple]:
         with duckdb.connect(str(self.warehouse), read_only=True) as con:

@@ -20,7 +20,7 @@ from dagster_dbt import DbtCliResource
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
 from pydantic import ValidationError
 
-from fault_env import SAMPLE, FaultEnv
+from fault_env import HOSTILE, SAMPLE, FaultEnv
 from recsys_dagster import settings
 from recsys_dagster.definitions import defs
 from recsys_dagster.features.dbt import DbtBuildConfig
@@ -29,7 +29,6 @@ from recsys_dagster.resources import WarehouseResource
 from recsys_dagster.validate.assets import ValidationConfig, validate_interactions
 from tests.conftest import isolate_pipeline
 
-HOSTILE = "x'); DROP TABLE raw_events; --"
 HOSTILE_NAMES = [
     "it's; DROP TABLE raw_events; --.csv",
     'say "hi"; DELETE FROM validated_interactions WHERE 1=1.csv',
@@ -87,6 +86,34 @@ def test_configured_path_traversal_is_refused(fault_env: FaultEnv) -> None:
     assert fault_env.fingerprints() == before
 
 
+@pytest.mark.parametrize("key", ["../outside/stolen.csv", "OUTSIDE/stolen.csv"], ids=["relative", "absolute"])
+def test_a_partition_key_leading_out_of_the_inbox_is_refused(fault_env: FaultEnv, key: str) -> None:
+    # Partition keys are file names from the sensor, but the UI and the CLI accept any string.
+    (fault_env.outside / "stolen.csv").write_text(EVENTS)
+    key = key.replace("OUTSIDE", str(fault_env.outside))
+    before = fault_env.fingerprints()
+
+    result = fault_env.run_partition(key)
+
+    assert not result.success
+    assert key in failure_text(result)  # refused, and the error names the key
+    assert fault_env.fingerprints() == before
+
+
+def test_a_partition_naming_an_inbox_link_that_leaves_the_inbox_is_refused(fault_env: FaultEnv) -> None:
+    # The sensor never requests such a link, but the file may be swapped for one after it looked.
+    (fault_env.outside / "stolen.csv").write_text(EVENTS)
+    (fault_env.inbox / "export.csv").symlink_to(fault_env.outside / "stolen.csv")
+    before = fault_env.fingerprints()
+
+    result = fault_env.run_partition("export.csv")
+
+    assert not result.success
+    assert re.search(r"Refusing to ingest .*export\.csv'?: it resolves to .*stolen\.csv, which is outside",
+                     failure_text(result))
+    assert fault_env.fingerprints() == before
+
+
 def test_sql_in_a_validation_config_value_is_refused(fault_env: FaultEnv) -> None:
     before = fault_env.fingerprints()
     config = RunConfig({"validate_interactions": ValidationConfig(min_event_time=f"2020-01-01{HOSTILE}")})
@@ -104,13 +131,24 @@ def test_sql_in_a_dbt_event_weight_is_refused_by_the_config_type() -> None:
         DbtBuildConfig(event_weights={**DBT_VAR_DEFAULTS["event_weights"], "view": "1; drop table x"})
 
 
-def test_sql_in_dbt_vars_given_directly_is_a_compilation_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("dbt_vars", "message"),
+    [
+        ({"event_weights": {**DBT_VAR_DEFAULTS["event_weights"], "view": "1; drop table x"}},
+         "var event_weights['view'] must be a number >= 0, got: 1; drop table x"),
+        ({"holdout_fraction": "0.2) as cutoff_time; drop table x; --"},
+         "var holdout_fraction must be a number strictly between 0 and 1, got: 0.2) as cutoff_time; drop table x"),
+    ],
+    ids=["event_weights", "holdout_fraction"],
+)
+def test_sql_in_dbt_vars_given_directly_is_a_compilation_error(
+    tmp_path: Path, dbt_vars: dict[str, object], message: str
+) -> None:
     # Vars passed to dbt without the Dagster Config (e.g. `dbt build --vars ...` by hand) still go
-    # through the recsys_event_weights() macro before any value is rendered into SQL.
-    weights = {**DBT_VAR_DEFAULTS["event_weights"], "view": "1; drop table x"}
+    # through the recsys_event_weights() / recsys_holdout_fraction() macros before any value is
+    # rendered into SQL.
     dbt = DbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE)
-    parse = dbt.cli(["parse", "--vars", json.dumps({"event_weights": weights})], target_path=tmp_path)
-    message = "var event_weights['view'] must be a number >= 0, got: 1; drop table x"
+    parse = dbt.cli(["parse", "--vars", json.dumps(dbt_vars)], target_path=tmp_path)
     with pytest.raises(DagsterDbtCliRuntimeError, match=re.escape(message)):
         parse.wait()
 
