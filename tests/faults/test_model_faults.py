@@ -11,6 +11,10 @@ genuine change re-runs the check once with ``accept_event_type_changes`` and the
 baseline. Every rejected file of the bad-input corpus, met by the whole job after that good night,
 likewise fails the run at ingestion and leaves the published tables and the row accounting intact
 (test_bad_inputs.py checks the same files on ingest + validate alone).
+
+The pipeline lives in a folder whose name is an SQL injection string: the whole graph, models and
+publishing included, also proves that the warehouse, serving, model and Parquet paths are bound as
+values, never pasted into SQL text.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import duckdb
 import pytest
 from dagster import AssetCheckKey, AssetKey, AssetSelection, DagsterInstance, ExecuteInProcessResult, RunConfig
 
-from fault_env import Baseline, FaultEnv, load_manifest
+from fault_env import HOSTILE, Baseline, FaultEnv, load_manifest
 from pipeline_state import assert_rows_accounted, serving_fingerprints, serving_state
 from recsys_dagster.ingest.assets import IngestConfig
 from recsys_dagster.definitions import defs
@@ -114,7 +118,9 @@ def steps_after_training_mart() -> set[AssetKey]:
 @pytest.fixture(scope="module")
 def good_night(tmp_path_factory: pytest.TempPathFactory, shared_datasets: Path) -> Iterator[GoodNight]:
     with pytest.MonkeyPatch.context() as monkeypatch:
-        root = isolate_pipeline(tmp_path_factory.mktemp("model_faults"), monkeypatch)
+        root = tmp_path_factory.mktemp("model_faults") / f"shop{HOSTILE}"
+        root.mkdir()
+        isolate_pipeline(root, monkeypatch)
         source = shared_datasets / TAOBAO_SLICE
         shutil.copy(source, root / "input_dir" / EXPORT_NAME)
         result = run_refresh()
@@ -198,7 +204,8 @@ def test_a_rejected_file_fails_the_whole_job_and_keeps_the_published_tables(
     result = run_refresh(RunConfig(ops={"ingest": IngestConfig(files=files)}))
 
     assert not result.success
-    assert re.search(case["error"], failure_text(result), re.DOTALL)
+    # The folder name holds a quote, so the repr of a path in the error is in double quotes.
+    assert re.search(case["error"], failure_text(result).replace('"', "'"), re.DOTALL)
     assert [event.step_key for event in result.get_step_failure_events()] == ["ingest"]
     assert result.get_asset_materialization_events() == []
     assert serving_state(serving) == published_before
