@@ -2,7 +2,10 @@
 
 One row per failed step (run_id, job_name, step, error, failed_at); a run that failed before any
 step ran (e.g. a launch error) gets one row with step NULL. The error text includes the causes,
-which name the actual problem (a rejected file, a failed dbt test, a broken invariant).
+which name the actual problem (a rejected file, a failed dbt test, a broken invariant). A step that
+failed on blocking asset checks only raises "1 blocking asset check failed ... <check name>": the
+row then starts with each failed check's own description (e.g. "only 1 distinct user(s) in
+fct_train_user_item"), read from the run's check evaluation events.
 
 Where the row goes, and why. The table lives in the warehouse, but DuckDB allows one writing process
 per file and a warehouse step of the next queued run can hold the lock for minutes (dbt builds and
@@ -23,7 +26,14 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
-from dagster import DefaultSensorStatus, RunFailureSensorContext, run_failure_sensor
+from dagster import (
+    AssetCheckEvaluation,
+    DagsterEventType,
+    DagsterInstance,
+    DefaultSensorStatus,
+    RunFailureSensorContext,
+    run_failure_sensor,
+)
 from dagster._utils.error import SerializableErrorInfo  # the type of step errors; not re-exported by dagster
 
 from recsys_dagster import settings
@@ -52,14 +62,34 @@ class PipelineFailure:
     failed_at: datetime
 
 
-def error_text(error: SerializableErrorInfo | None) -> str:
-    """The error's message and those of its causes, outermost first, cut to ``MAX_ERROR_CHARS``."""
+def error_messages(error: SerializableErrorInfo | None) -> list[str]:
+    """The error's message and those of its causes, outermost first."""
     messages = []
     while error is not None:
         messages.append(error.message.strip())
         error = error.cause or error.context
-    text = "\n".join(messages)
+    return messages
+
+
+def clipped(lines: list[str]) -> str:
+    """The lines as one text, cut to ``MAX_ERROR_CHARS``."""
+    text = "\n".join(lines)
     return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + " [...]"
+
+
+def failed_checks_by_step(instance: DagsterInstance, run_id: str) -> dict[str, list[str]]:
+    """One line per failed asset check of the run ("check <asset>:<name> failed: <description>"),
+    grouped by the step that evaluated it."""
+    records = instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION).records
+    failed: dict[str, list[str]] = {}
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        evaluation: AssetCheckEvaluation = event.event_specific_data
+        if not evaluation.passed:
+            check = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+            description = evaluation.description or "(no description)"
+            failed.setdefault(event.step_key, []).append(f"check {check} failed: {description}")
+    return failed
 
 
 def failure_time(context: RunFailureSensorContext) -> datetime:
@@ -70,16 +100,22 @@ def failure_time(context: RunFailureSensorContext) -> datetime:
 
 
 def failures_of(context: RunFailureSensorContext) -> list[PipelineFailure]:
-    """One record per failed step of the run, or one for the run itself when no step failed."""
+    """One record per failed step of the run (its failed checks' descriptions first), or one for the
+    run itself when no step failed."""
     run, failed_at = context.dagster_run, failure_time(context)
+    failed_checks = failed_checks_by_step(context.instance, run.run_id)
     steps = [
-        PipelineFailure(run.run_id, run.job_name, event.step_key, error_text(event.step_failure_data.error), failed_at)
+        PipelineFailure(
+            run.run_id, run.job_name, event.step_key,
+            clipped(failed_checks.get(event.step_key, []) + error_messages(event.step_failure_data.error)),
+            failed_at,
+        )
         for event in context.get_step_failure_events()
     ]
     if steps:
         return steps
     run_error = getattr(context.failure_event.event_specific_data, "error", None)
-    message = "\n".join(filter(None, [context.failure_event.message, error_text(run_error)]))
+    message = clipped([line for line in [context.failure_event.message, *error_messages(run_error)] if line])
     return [PipelineFailure(run.run_id, run.job_name, None, message, failed_at)]
 
 
