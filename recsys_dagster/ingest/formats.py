@@ -58,8 +58,15 @@ class UnrecognisedFileError(FileRejectedError, ValueError):
 
 
 def trimmed_sql(expression: str) -> str:
-    """SQL: ``expression`` with ``BLANKS`` stripped at both ends, '' -> NULL."""
-    return f"nullif(trim({expression}, '{BLANKS}'), '')"
+    """SQL: ``expression`` with ``BLANKS`` stripped at both ends, '' -> NULL.
+
+    Only a value whose first or last character is a blank goes through ``trim``: trimming with a
+    character set costs ~0.75 s per million values and column, the first/last-character test a
+    third of that, and almost no value needs trimming (it was most of the validation time).
+    """
+    blanks = f"'{BLANKS}'"
+    needs_trim = f"contains({blanks}, {expression}[1]) OR contains({blanks}, {expression}[-1])"
+    return f"nullif(CASE WHEN {needs_trim} THEN trim({expression}, {blanks}) ELSE {expression} END, '')"
 
 
 def normalise_header(name: str) -> str:
