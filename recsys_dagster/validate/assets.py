@@ -272,12 +272,14 @@ def _check_specs() -> list[AssetCheckSpec]:
         description="Every raw row is in exactly one of validated_interactions / quarantined_events.",
     )
     expectations = [
-        AssetCheckSpec(gx_check_name(rule.reason), asset=VALIDATED, description=f"GX: no row with {rule.description}")
+        AssetCheckSpec(
+            gx_check_name(rule.reason), asset=VALIDATED, blocking=True, description=f"GX: no row with {rule.description}"
+        )
         for rule in RULES
         if rule.expectation is not None
     ]
     duplicates = AssetCheckSpec(
-        gx_check_name(DUPLICATE_REASON), asset=VALIDATED, description="GX: no event appears twice"
+        gx_check_name(DUPLICATE_REASON), asset=VALIDATED, blocking=True, description="GX: no event appears twice"
     )
     return [accounting, *expectations, duplicates]
 
