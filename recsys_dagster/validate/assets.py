@@ -128,7 +128,11 @@ def _candidates_sql() -> str:
 
 
 def route_raw_rows(con: duckdb.DuckDBPyConnection, bounds: Bounds) -> None:
-    """Rebuild both output tables from ``raw_events`` atomically (all or nothing)."""
+    """Rebuild both output tables from ``raw_events`` atomically (all or nothing).
+
+    ``validated_interactions`` is written unsorted: sorting it by time cost ~18% of validation and
+    nothing reads it in storage order (the dbt models order their "latest" aggregates explicitly).
+    """
     con.execute("SET TimeZone = 'UTC'")
     con.execute("BEGIN TRANSACTION")
     try:
@@ -143,7 +147,6 @@ def route_raw_rows(con: duckdb.DuckDBPyConnection, bounds: Bounds) -> None:
                    v_rating AS rating, v_event_time AS event_time, v_transaction_id AS transaction_id,
                    source_file, source_row, source_format
             FROM validation_candidates WHERE reason IS NULL
-            ORDER BY event_time, source_file, source_row
             """
         )
         con.execute(
