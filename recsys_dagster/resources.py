@@ -12,11 +12,10 @@ from pathlib import Path
 
 import duckdb
 from dagster import ConfigurableResource, EnvVar
-from dagster_dbt import DbtCliResource
 from dagster_duckdb import DuckDBResource
 
 from recsys_dagster import settings
-from recsys_dagster.features.project import DBT_EXECUTABLE, dbt_project
+from recsys_dagster.features.project import DBT_EXECUTABLE, InstalledDbtCliResource, dbt_project
 
 
 #: Dagster concurrency pool of every step that writes the warehouse. DuckDB allows one writing
@@ -88,7 +87,7 @@ def build_resources() -> dict[str, object]:
     settings.apply_env_defaults()
     return {
         "warehouse": WarehouseResource(database=EnvVar("RECSYS_DUCKDB_PATH")),
-        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE),
+        "dbt": InstalledDbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE),
         "paths": RecsysPaths(
             input_dir=EnvVar("RECSYS_INPUT_DIR"),
             inbox_dir=EnvVar("RECSYS_INBOX_DIR"),

@@ -27,7 +27,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 from pydantic import Field
 
 from recsys_dagster.automation.retries import STEP_RETRY_POLICY
-from recsys_dagster.features.project import DBT_VAR_DEFAULTS, dbt_project, dbt_vars_json
+from recsys_dagster.features.project import DBT_VAR_DEFAULTS, dbt_project, dbt_target_dir, dbt_vars_json
 from recsys_dagster.metadata import count_rows
 from recsys_dagster.resources import WAREHOUSE_POOL, WarehouseResource
 
@@ -87,7 +87,11 @@ def recsys_dbt_assets(
     DuckDB, but polls its thread pool in a busy loop that takes a whole core from dbt meanwhile.)
     A failed build still reports the models and checks that completed, then raises dbt's error.
     """
-    invocation = dbt.cli(["build", "--vars", config.dbt_vars_json()], context=context, raise_on_error=False)
+    target_dir = dbt_target_dir(warehouse.database)
+    (target_dir / "run_results.json").unlink(missing_ok=True)  # never report an earlier build's results
+    invocation = dbt.cli(
+        ["build", "--vars", config.dbt_vars_json()], context=context, raise_on_error=False, target_path=target_dir
+    )
     events = list(invocation.stream())
     yield from with_row_counts(context, events, warehouse)
     error = invocation.get_error()

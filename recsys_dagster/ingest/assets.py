@@ -77,6 +77,7 @@ from recsys_dagster.ingest.files import (
 )
 from recsys_dagster.ingest.formats import (
     DetectedFile,
+    check_quotes_closed,
     detect_format,
     events_select_sql,
     items_select_sql,
@@ -243,6 +244,7 @@ def recognise(con: duckdb.DuckDBPyConnection, path: Path, sha256: str) -> InputF
     if not is_recorded(con, path, sha256):
         encoding = text_encoding_of(path, compressed=detected.compression == "gzip")
         detected = dataclasses.replace(detected, encoding=encoding)
+        check_quotes_closed(detected)
     return InputFile(detected, sha256, path.stat().st_size)
 
 

@@ -136,6 +136,13 @@ def read_start(path: Path, n_bytes: int, compressed: bool) -> bytes:
         return handle.read(n_bytes)
 
 
+def content_chunks(path: Path, compressed: bool) -> Iterator[bytes]:
+    """The whole (decompressed) content in chunks of ``CHUNK_BYTES``; a broken gzip is a rejection."""
+    opener = gzip.open if compressed else open
+    with gzip_errors_rejected(path), opener(path, "rb") as handle:
+        yield from _chunks(handle)
+
+
 def text_encoding_of(path: Path, compressed: bool) -> str:
     """'utf-8' when the whole (decompressed) file is valid UTF-8, else 'latin-1'.
 
@@ -144,12 +151,10 @@ def text_encoding_of(path: Path, compressed: bool) -> str:
     the whole stream here also proves a gzip file complete before anything is written.
     """
     decoder = codecs.getincrementaldecoder("utf-8")()
-    opener = gzip.open if compressed else open
     try:
-        with gzip_errors_rejected(path), opener(path, "rb") as handle:
-            for chunk in _chunks(handle):
-                decoder.decode(chunk)
-            decoder.decode(b"", final=True)
+        for chunk in content_chunks(path, compressed):
+            decoder.decode(chunk)
+        decoder.decode(b"", final=True)
     except UnicodeDecodeError:
         return "latin-1"
     return "utf-8"

@@ -21,12 +21,14 @@ seen and, for a header, the closest format and its missing columns.
 from __future__ import annotations
 
 import csv
+import gzip
+import itertools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recsys_dagster.ingest.files import FileRejectedError, read_start
+from recsys_dagster.ingest.files import FileRejectedError, content_chunks, read_start
 
 #: Bytes of (decompressed) file start inspected to recognise the format.
 SAMPLE_BYTES = 64 * 1024
@@ -58,8 +60,19 @@ class UnrecognisedFileError(FileRejectedError, ValueError):
 
 
 def trimmed_sql(expression: str) -> str:
-    """SQL: ``expression`` with ``BLANKS`` stripped at both ends, '' -> NULL."""
-    return f"nullif(trim({expression}, '{BLANKS}'), '')"
+    """SQL: ``expression`` with ``BLANKS`` stripped at both ends, '' -> NULL.
+
+    Only a value whose first or last character is a blank goes through ``trim``: trimming with a
+    character set costs ~0.75 s per million values and column, the first/last-character test a
+    third of that, and almost no value needs trimming (it was most of the validation time).
+    """
+    blanks = f"'{BLANKS}'"
+    needs_trim = f"contains({blanks}, {expression}[1]) OR contains({blanks}, {expression}[-1])"
+    return f"nullif(CASE WHEN {needs_trim} THEN trim({expression}, {blanks}) ELSE {expression} END, '')"
+
+
+class UnterminatedQuoteError(FileRejectedError, ValueError):
+    """A quoted field is never closed: a CSV reader would take the rest of the file as its value."""
 
 
 def normalise_header(name: str) -> str:
@@ -545,3 +558,52 @@ def items_select_sql(detected: DetectedFile) -> str:
         f"SELECT item_id, {latest}, max(observed_at) AS observed_at FROM mapped "
         "WHERE item_id IS NOT NULL GROUP BY item_id"
     )
+
+
+#: Longest field the unterminated-quote check follows before it calls the quote unterminated: DuckDB's
+#: ``max_line_size`` (a longer line is refused by the reader anyway).
+MAX_FIELD_CHARS = 2 * 1024 * 1024
+#: A last line appended after the file's content: it comes back as a record of its own exactly when
+#: every quote of the file was closed, and is swallowed into the open field otherwise.
+_END_SENTINEL = "\x00end of file\x00"
+
+
+def check_quotes_closed(detected: DetectedFile) -> None:
+    """Reject a file with an unterminated quoted field, naming the line where the quote opened.
+
+    DuckDB's reader (and Python's) treats a quote that opens a field and never closes as the start
+    of one value running to the end of the file, silently swallowing every later row. Balanced
+    quoting holds an even number of quote characters, so counting them (one fast pass over the
+    bytes) clears almost every file; only a file with an odd count (an unterminated quote, or a
+    stray inch mark inside an unquoted value, which both readers keep literally) is parsed to tell
+    the two apart.
+    """
+    compressed = detected.compression == "gzip"
+    if sum(chunk.count(b'"') for chunk in content_chunks(detected.path, compressed)) % 2 == 0:
+        return
+    opened_on_line = unclosed_quote_line(detected)
+    if opened_on_line is not None:
+        raise UnterminatedQuoteError(
+            f"{detected.path}: unterminated quoted field: the quote opened in the record starting on line "
+            f"{opened_on_line} is never closed, so the reader would take the rest of the file as one value "
+            "(a cut or badly escaped export); fix the quoting or re-export the file"
+        )
+
+
+def unclosed_quote_line(detected: DetectedFile) -> int | None:
+    """Line (1-based) where the record holding a never-closed quote starts; None when all quotes close."""
+    opener = gzip.open if detected.compression == "gzip" else open
+    previous_limit = csv.field_size_limit(MAX_FIELD_CHARS)
+    next_record_start = record_start = 1
+    try:
+        with opener(detected.path, "rt", encoding=detected.encoding, errors="replace", newline="") as handle:
+            reader = csv.reader(itertools.chain(handle, [_END_SENTINEL + "\n"]), delimiter=detected.delimiter)
+            for row in reader:
+                if row == [_END_SENTINEL]:
+                    return None
+                record_start, next_record_start = next_record_start, reader.line_num + 1
+    except csv.Error:  # a field past MAX_FIELD_CHARS: only an open quote reads that far
+        return next_record_start
+    finally:
+        csv.field_size_limit(previous_limit)
+    return record_start

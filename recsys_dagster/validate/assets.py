@@ -8,6 +8,8 @@ previous tables in place. The same step then proves the result: a blocking row-a
 """
 
 import math
+import tempfile
+from pathlib import Path
 
 import duckdb
 import pandas as pd
@@ -26,7 +28,7 @@ from dagster import (
 
 from pydantic import Field
 
-from recsys_dagster.metadata import frame_preview, table_metadata, timed
+from recsys_dagster.metadata import count_rows, frame_preview, table_metadata, timed
 from recsys_dagster.resources import WAREHOUSE_POOL, WarehouseResource
 from recsys_dagster.validate.suite import (
     DUPLICATE_KEY,
@@ -102,6 +104,8 @@ FROM routed
 #: a large table is checked in partitions to keep memory bounded; rows are partitioned by a hash of
 #: the duplicate key, so identical events always meet in one partition and uniqueness stays exact.
 GX_PARTITION_ROWS = 1_000_000
+#: Name of the partition-number column of the Parquet export (a Hive partition directory per value).
+GX_PARTITION_COLUMN = "gx_partition"
 
 #: Raw text columns read through ``present_sql`` (trimmed of blanks, NULL tokens -> NULL).
 TEXT_COLUMNS = ("user_id", "item_id", "event_type", "rating", "event_time", "transaction_id")
@@ -124,7 +128,11 @@ def _candidates_sql() -> str:
 
 
 def route_raw_rows(con: duckdb.DuckDBPyConnection, bounds: Bounds) -> None:
-    """Rebuild both output tables from ``raw_events`` atomically (all or nothing)."""
+    """Rebuild both output tables from ``raw_events`` atomically (all or nothing).
+
+    ``validated_interactions`` is written unsorted: sorting it by time cost ~18% of validation and
+    nothing reads it in storage order (the dbt models order their "latest" aggregates explicitly).
+    """
     con.execute("SET TimeZone = 'UTC'")
     con.execute("BEGIN TRANSACTION")
     try:
@@ -139,7 +147,6 @@ def route_raw_rows(con: duckdb.DuckDBPyConnection, bounds: Bounds) -> None:
                    v_rating AS rating, v_event_time AS event_time, v_transaction_id AS transaction_id,
                    source_file, source_row, source_format
             FROM validation_candidates WHERE reason IS NULL
-            ORDER BY event_time, source_file, source_row
             """
         )
         con.execute(
@@ -177,14 +184,48 @@ def row_accounting(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
 
 
 def suite_outcomes(con: duckdb.DuckDBPyConnection, bounds: Bounds) -> list[ExpectationOutcome]:
-    """The GX suite's verdicts on the whole validated table, checked partition by partition."""
-    n_rows = con.execute(f"SELECT count(*) FROM {VALIDATED}").fetchone()[0]
+    """The GX suite's verdicts on the whole validated table, checked partition by partition.
+
+    The partitions are written in ONE scan of the table (a partitioned Parquet export into DuckDB's
+    temp directory) and then read back one at a time, so the cost is one pass plus GX per partition
+    instead of one table scan per partition (which made a 60M-row table take ~45 s per partition).
+    """
+    n_rows = count_rows(con, VALIDATED)
     n_partitions = max(1, math.ceil(n_rows / GX_PARTITION_ROWS))
+    with tempfile.TemporaryDirectory(prefix="gx-partitions-", dir=_spill_directory(con)) as export_dir:
+        _export_partitions(con, Path(export_dir), n_partitions)
+        partition_dirs = sorted(Path(export_dir).glob(f"{GX_PARTITION_COLUMN}=*"))
+        if not partition_dirs:  # an empty table writes no partition; GX still reports on it
+            return run_suite(con.sql(f"SELECT {', '.join(DUPLICATE_KEY)} FROM {VALIDATED}").df(), bounds)
+        return merged_outcomes([run_suite(read_partition(path), bounds) for path in partition_dirs])
+
+
+def _spill_directory(con: duckdb.DuckDBPyConnection) -> Path:
+    """DuckDB's configured temp directory: the place already sized and allowed for spilled data."""
+    [(configured,)] = con.execute("SELECT current_setting('temp_directory')").fetchall()
+    directory = Path(configured or tempfile.gettempdir())
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def _export_partitions(con: duckdb.DuckDBPyConnection, export_dir: Path, n_partitions: int) -> None:
+    """Write the duplicate-key columns of the validated table as hash partitions, in one pass.
+
+    ``event_time`` is written in nanoseconds: GX compares pandas ``datetime64[ns]`` with its bounds
+    vectorised, but a microsecond column per element (~10x slower). Validated times lie within the
+    configured bounds, far inside the nanosecond range (1677-2262).
+    """
     key = ", ".join(DUPLICATE_KEY)
-    partition_sql = f"SELECT {key} FROM {VALIDATED} WHERE hash({key}) % $n = $i"
-    return merged_outcomes(
-        [run_suite(con.execute(partition_sql, {"n": n_partitions, "i": i}).df(), bounds) for i in range(n_partitions)]
+    columns = ", ".join("event_time::TIMESTAMP_NS AS event_time" if c == "event_time" else c for c in DUPLICATE_KEY)
+    partitioned = con.sql(
+        f"SELECT {columns}, hash({key}) % {int(n_partitions)} AS {GX_PARTITION_COLUMN} FROM {VALIDATED}"
     )
+    partitioned.write_parquet(str(export_dir), partition_by=[GX_PARTITION_COLUMN], overwrite=True)
+
+
+def read_partition(partition_dir: Path) -> pd.DataFrame:
+    """One exported partition as the pandas frame GX checks (its files concatenated)."""
+    return pd.concat([pd.read_parquet(path) for path in sorted(partition_dir.glob("*.parquet"))], ignore_index=True)
 
 
 def quarantine_summary(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
@@ -235,12 +276,14 @@ def _check_specs() -> list[AssetCheckSpec]:
         description="Every raw row is in exactly one of validated_interactions / quarantined_events.",
     )
     expectations = [
-        AssetCheckSpec(gx_check_name(rule.reason), asset=VALIDATED, description=f"GX: no row with {rule.description}")
+        AssetCheckSpec(
+            gx_check_name(rule.reason), asset=VALIDATED, blocking=True, description=f"GX: no row with {rule.description}"
+        )
         for rule in RULES
         if rule.expectation is not None
     ]
     duplicates = AssetCheckSpec(
-        gx_check_name(DUPLICATE_REASON), asset=VALIDATED, description="GX: no event appears twice"
+        gx_check_name(DUPLICATE_REASON), asset=VALIDATED, blocking=True, description="GX: no event appears twice"
     )
     return [accounting, *expectations, duplicates]
 

@@ -220,8 +220,13 @@ def run_suite(frame: pd.DataFrame, bounds: Bounds) -> list[ExpectationOutcome]:
             reason=outcome.expectation_config.meta["reason"],
             expectation_type=outcome.expectation_config.type,
             success=bool(outcome.success),
-            unexpected_count=int(outcome.result.get("unexpected_count") or 0),
-            element_count=int(outcome.result.get("element_count") or len(frame)),
+            unexpected_count=int(_or_default(outcome.result.get("unexpected_count"), 0)),
+            element_count=int(_or_default(outcome.result.get("element_count"), len(frame))),
         )
         for outcome in result.results
     ]
+
+
+def _or_default(value: int | None, default: int) -> int:
+    """``value`` unless GX left it out; a count of 0 is a count (``or`` would replace it)."""
+    return default if value is None else value

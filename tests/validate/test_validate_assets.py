@@ -9,7 +9,15 @@ import pytest
 from dagster import materialize
 from recsys_dagster.resources import WarehouseResource
 
-from recsys_dagster.validate.assets import QUARANTINED, VALIDATED, validate_interactions
+from recsys_dagster.validate import assets as validate_assets
+from recsys_dagster.validate.assets import (
+    QUARANTINED,
+    VALIDATED,
+    route_raw_rows,
+    suite_outcomes,
+    validate_interactions,
+)
+from recsys_dagster.validate.suite import Bounds
 
 RAW_DDL = """
 CREATE TABLE raw_events (
@@ -102,3 +110,39 @@ def test_a_failed_rebuild_keeps_the_previous_tables(warehouse: Path) -> None:
     with duckdb.connect(str(warehouse), read_only=True) as con:
         assert con.execute(f"SELECT count(*) FROM {VALIDATED}").fetchone() == (5,)
         assert con.execute(f"SELECT count(*) FROM {QUARANTINED}").fetchone() == (len(CASES) - 5,)
+
+
+def test_gx_partitions_find_every_planted_violation(warehouse: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GX over hash partitions (here of 2 rows) counts exactly what GX over the whole table counts.
+
+    Violations are planted in validated_interactions after routing (the routing never lets them
+    through), among them a duplicate: identical keys must meet in one partition to be seen.
+    """
+    bounds = Bounds.from_config("1995-01-01", 24)
+    with duckdb.connect(str(warehouse)) as con:
+        route_raw_rows(con, bounds)
+        con.execute(
+            f"""
+            INSERT INTO {VALIDATED} SELECT user_id, item_id, event_type, rating, event_time, transaction_id,
+                                           source_file, source_row + 100, source_format
+            FROM {VALIDATED} ORDER BY source_row LIMIT 1
+            """
+        )
+        con.execute(
+            f"""
+            INSERT INTO {VALIDATED} VALUES
+                (NULL, 'i1', 'view', NULL, TIMESTAMP '2015-06-01', NULL, 'planted', 1, 'canonical'),
+                ('u9', 'i1', 'view', 9.0, TIMESTAMP '1990-01-01', NULL, 'planted', 2, 'canonical')
+            """
+        )
+        whole = {o.reason: (o.success, o.unexpected_count, o.element_count) for o in suite_outcomes(con, bounds)}
+        monkeypatch.setattr(validate_assets, "GX_PARTITION_ROWS", 2)
+        partitioned = {o.reason: (o.success, o.unexpected_count, o.element_count) for o in suite_outcomes(con, bounds)}
+    assert partitioned == whole
+    failed = {reason for reason, (success, _, _) in whole.items() if not success}
+    assert failed == {
+        "missing_user_id", "event_time_out_of_range", "rating_out_of_range", "rating_on_non_rating_event",
+        "duplicate_event",
+    }
+    assert whole["missing_user_id"] == (False, 1, 8)
+    assert whole["duplicate_event"][1] == 2  # both copies of the duplicated event

@@ -190,6 +190,12 @@ def encoding_cases() -> None:
     fields[3][4] = '"electronics.audio,headphone"'
     fields[5][5] = '"say ""hi"" brand"'
     write("quoted_fields_newlines_commas.csv", "\n".join(",".join(f) for f in fields) + "\n")
+    fields = [line.split(",") for line in lines_of(REES46, 0, 8)]
+    fields[3][5] = '"samsung'  # the quote opens on line 4 and never closes
+    write("unterminated_quote.csv", "\n".join(",".join(f) for f in fields) + "\n")
+    fields = [line.split(",") for line in lines_of(REES46, 0, 6)]
+    fields[2][5] = '24" monitors'  # an inch mark inside an unquoted value: kept literally
+    write("stray_quote_in_value.csv", "\n".join(",".join(f) for f in fields) + "\n")
     fields = [line.split(",") for line in lines_of(REES46, 0, 6)]
     fields[1][5] = "nestlé"
     fields[3][5] = "citroën"
