@@ -9,6 +9,7 @@ same code is what makes the evaluated numbers describe the published tables.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,9 +21,10 @@ import pandas as pd
 from dagster import Config
 from scipy.sparse import csr_matrix
 
+from recsys_dagster.metadata import timed
 from recsys_dagster.models import als, baselines, repeat, svd
-from recsys_dagster.models.artifacts import FitArrays, load_fit
-from recsys_dagster.models.matrix import Fit, checked_table, pairs_matrix
+from recsys_dagster.models.artifacts import FitArrays, load_fit, save_fit, write_params
+from recsys_dagster.models.matrix import FIT_TABLES, Fit, checked_table, pairs_matrix
 from recsys_dagster.models.scoring import batch_size, mask_cells, ranks_within_rows, top_n
 
 #: Every model trained each run; the first four keep their historic names (publishing reads
@@ -38,6 +40,8 @@ MODEL_NAMES = (
     "popularity_recent_model",
 )
 FITS = ("validation", "holdout", "serving")
+#: The fits every model asset makes; "serving" is made on demand by ``ensure_fit`` for what gets published.
+TRAINING_FITS = ("validation", "holdout")
 
 REGISTRY_DDL = """
 CREATE SCHEMA IF NOT EXISTS ml;
@@ -323,6 +327,33 @@ class LoadedModel:
         if self.model != "svd_model":
             raise NotImplementedError(f"predict_ratings is defined for svd_model only, not {self.model}")
         return svd.predict_svd(self.fit_arrays(fit), pairs)
+
+
+def read_params(loaded: LoadedModel) -> dict[str, object]:
+    return json.loads((loaded.artifact_dir / "params.json").read_text())
+
+
+def ensure_fit(con: duckdb.DuckDBPyConnection, loaded: LoadedModel, fit: Fit = "serving") -> FitArrays:
+    """``loaded``'s ``fit``, fitting it now from the recorded hyperparameters if the artifact lacks it.
+
+    The model assets make only the validation and holdout fits; publishing calls this for the
+    approved champion and the models it reads, so only those pay for a serving fit. The fit is
+    written to a temporary folder and renamed into place, so a killed fit never leaves a
+    half-written folder that a later run would take for a complete one.
+    """
+    folder = loaded.artifact_dir / fit
+    if not folder.is_dir():
+        config = loaded.spec.config_class(**loaded.params)
+        with timed() as watch:
+            arrays = loaded.spec.fit(con, FIT_TABLES[fit], config)
+        staging = loaded.artifact_dir / f".{fit}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        save_fit(arrays, staging)
+        staging.rename(folder)
+        params = read_params(loaded)
+        params["fits"][fit] = {"table": FIT_TABLES[fit], "fit_seconds": watch.seconds, **arrays.stats}
+        write_params(loaded.artifact_dir, params)
+    return loaded.fit_arrays(fit)
 
 
 def banned_columns(arrays: FitArrays, banned_items: Sequence[str]) -> np.ndarray:
