@@ -13,6 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 
 import duckdb
@@ -33,15 +34,20 @@ class FitArrays:
     sparse: dict[str, csr_matrix] = field(default_factory=dict)
     #: Sizes of the data the fit was trained on (reported in params.json and the Dagster UI).
     stats: dict[str, int] = field(default_factory=dict)
-    #: id -> position lookups, built once so scoring maps whole id columns with ``get_indexer``.
-    user_index: pd.Index = field(init=False, repr=False)
-    item_index: pd.Index = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.user_ids = id_array(self.user_ids)
         self.item_ids = id_array(self.item_ids)
-        self.user_index = pd.Index(self.user_ids)
-        self.item_index = pd.Index(self.item_ids)
+
+    @cached_property
+    def user_index(self) -> pd.Index:
+        """id -> position lookup, built on first use (a million-user index is not free, and the
+        small per-batch fits made while scoring never need one)."""
+        return pd.Index(self.user_ids)
+
+    @cached_property
+    def item_index(self) -> pd.Index:
+        return pd.Index(self.item_ids)
 
     @property
     def n_items(self) -> int:

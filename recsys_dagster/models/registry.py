@@ -25,7 +25,14 @@ from recsys_dagster.metadata import timed
 from recsys_dagster.models import als, baselines, repeat, svd
 from recsys_dagster.models.artifacts import FitArrays, load_fit, save_fit, write_params
 from recsys_dagster.models.matrix import FIT_TABLES, Fit, checked_table, pairs_matrix
-from recsys_dagster.models.scoring import batch_size, mask_cells, ranks_within_rows, top_n
+from recsys_dagster.models.scoring import (
+    FACTOR_BATCH_USERS,
+    batch_size,
+    factor_top_n,
+    mask_cells,
+    ranks_within_rows,
+    top_n,
+)
 
 #: Every model trained each run; the first four keep their historic names (publishing reads
 #: popularity_model and item_knn_model by name).
@@ -64,6 +71,28 @@ def popularity_keys(fit: FitArrays, count: int) -> np.ndarray:
     return np.broadcast_to(-np.arange(fit.n_items, dtype=np.float64), (count, fit.n_items)).copy()
 
 
+#: Users whose candidate columns are scored together by an own-items model (``FactorRanking.own``):
+#: the union of their candidates grows with the group, so the dense block grows with its square.
+OWN_AWARE_GROUP = 64
+
+
+@dataclass(frozen=True)
+class FactorRanking:
+    """A model that ranks by the dot product of ``user_factors`` and ``item_factors``, so scoring
+    can use implicit's batched top-k instead of dense rows of every item.
+
+    ``own`` names a sparse users x items matrix of items the model may rank above their dot
+    product (the repeat-aware model's history). Outside them the score must rise with the dot
+    product and depend on the rest of the row only through its minimum and maximum. Then the
+    top-n lies within the dot product's top-(n + own items) plus the own items, and scoring the
+    model on just those columns plus the row's arg-min and arg-max (which fix any min-max
+    scaling) reproduces the full-row ranking. Item-indexed arrays: dense ``item_*`` (rows) and
+    every sparse matrix (columns); user-indexed: dense ``user_*`` and sparse rows.
+    """
+
+    own: str | None = None
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """How one kind of model is configured, fitted and scored.
@@ -79,6 +108,7 @@ class ModelSpec:
     similar: Callable[[FitArrays, np.ndarray], np.ndarray] | None = None
     user_agnostic: bool = False
     reported_score: Callable[[FitArrays, np.ndarray, np.ndarray], np.ndarray] = lambda fit, cols, keys: keys
+    factor_ranking: FactorRanking | None = None
 
 
 MODEL_SPECS: dict[str, ModelSpec] = {
@@ -87,6 +117,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         fit=als.fit_als,
         score=als.score_als,
         similar=lambda fit, rows: cosine_similarities(als.item_vectors_als(fit), rows),
+        factor_ranking=FactorRanking(),
     ),
     "svd_model": ModelSpec(config_class=svd.SvdConfig, fit=svd.fit_svd, score=svd.score_svd),
     "popularity_model": ModelSpec(
@@ -103,7 +134,10 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         similar=baselines.similar_item_knn,
     ),
     "repeat_aware_model": ModelSpec(
-        config_class=repeat.RepeatAwareConfig, fit=repeat.fit_repeat_aware, score=repeat.score_repeat_aware
+        config_class=repeat.RepeatAwareConfig,
+        fit=repeat.fit_repeat_aware,
+        score=repeat.score_repeat_aware,
+        factor_ranking=FactorRanking(own="history"),
     ),
     "user_knn_model": ModelSpec(
         config_class=baselines.UserKnnConfig, fit=baselines.fit_user_knn, score=baselines.score_user_knn
@@ -244,13 +278,37 @@ class LoadedModel:
         fit: Fit,
         exclude: pd.DataFrame | None = None,
         banned_items: Sequence[str] = (),
+        candidate_items: Sequence[str] | None = None,
     ) -> pd.DataFrame:
         """Top-``n`` items per user: DataFrame[user_id, rank, item_id, score], ranks 1..k (k <= n).
 
         Users unknown to the fit are absent (popularity knows everyone); ``exclude`` holds
         (user_id, item_id) pairs never to return, ``banned_items`` items never to return to anyone
-        (e.g. marked unavailable in the catalog). No item appears twice for a user.
+        (e.g. marked unavailable in the catalog). ``candidate_items`` (None = every item) prunes the
+        catalog searched; a user's own items stay candidates for models that rank them. No item
+        appears twice for a user.
         """
+        users, rows, cols, scores = self.top_items(user_ids, n, fit, exclude, banned_items, candidate_items)
+        return pd.DataFrame(
+            {
+                "user_id": users.to_numpy(dtype=object)[rows],
+                "rank": ranks_within_rows(rows),
+                "item_id": self.fit_arrays(fit).item_ids.astype(object)[cols],
+                "score": scores,
+            }
+        )
+
+    def top_items(
+        self,
+        user_ids: Sequence[str],
+        n: int,
+        fit: Fit,
+        exclude: pd.DataFrame | None = None,
+        banned_items: Sequence[str] = (),
+        candidate_items: Sequence[str] | None = None,
+    ) -> tuple[pd.Index, np.ndarray, np.ndarray, np.ndarray]:
+        """``recommend`` as arrays: (scored users, position in them, item column of the fit, score),
+        rows grouped by user and best first; what publishing turns into a table without pandas."""
         arrays = self.fit_arrays(fit)
         requested = unique_ids(user_ids)
         if self.spec.user_agnostic:
@@ -264,25 +322,20 @@ class LoadedModel:
             arrays.item_index,
         )
         banned = banned_columns(arrays, banned_items)
-        step = batch_size(arrays.n_items)
-        batches = [slice(start, start + step) for start in range(0, len(users), step)]
-        frames = [self._recommend_batch(arrays, users[b], user_rows[b], excluded[b], banned, n) for b in batches]
-        return pd.concat(frames, ignore_index=True) if frames else _empty_frame("user_id", "item_id")
-
-    def _recommend_batch(
-        self, arrays: FitArrays, users: pd.Index, rows: np.ndarray, excluded: csr_matrix, banned: np.ndarray, n: int
-    ) -> pd.DataFrame:
-        keys = mask_cells(self.spec.score(arrays, rows), excluded)
-        keys[:, banned] = -np.inf
-        batch_rows, cols, best = top_n(keys, n)
-        return pd.DataFrame(
-            {
-                "user_id": users.to_numpy(dtype=object)[batch_rows],
-                "rank": ranks_within_rows(batch_rows),
-                "item_id": arrays.item_ids.astype(object)[cols],
-                "score": self.spec.reported_score(arrays, cols, best).astype(np.float64),
-            }
+        columns = (
+            np.arange(arrays.n_items) if candidate_items is None else np.sort(banned_columns(arrays, candidate_items))
         )
+        ranking = self.spec.factor_ranking
+        if ranking is None:
+            pruned = np.union1d(banned, np.setdiff1d(np.arange(arrays.n_items), columns))
+            rows, cols, keys = dense_top_items(self.spec.score, arrays, user_rows, excluded, pruned, n)
+        elif ranking.own is None:
+            rows, cols, keys = factor_top_items(arrays, user_rows, excluded, banned, n, columns)
+        else:
+            rows, cols, keys = own_aware_top_items(
+                self.spec.score, arrays.sparse[ranking.own], arrays, user_rows, excluded, banned, n, columns
+            )
+        return users, rows, cols, self.spec.reported_score(arrays, cols, keys).astype(np.float64)
 
     def similar_items(
         self, item_ids: Sequence[str] | None, n: int, fit: Fit, banned_items: Sequence[str] = ()
@@ -354,6 +407,117 @@ def ensure_fit(con: duckdb.DuckDBPyConnection, loaded: LoadedModel, fit: Fit = "
         params["fits"][fit] = {"table": FIT_TABLES[fit], "fit_seconds": watch.seconds, **arrays.stats}
         write_params(loaded.artifact_dir, params)
     return loaded.fit_arrays(fit)
+
+
+TopItems = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def joined(parts: list[TopItems]) -> TopItems:
+    """Per-batch (row, column, key) arrays, rows already offset to the whole request, as one."""
+    if not parts:
+        empty = np.array([], dtype=np.int64)
+        return empty, empty, np.array([], dtype=np.float64)
+    return tuple(np.concatenate(column) for column in zip(*parts))  # type: ignore[return-value]
+
+
+def dense_top_items(
+    score: Callable[[FitArrays, np.ndarray], np.ndarray],
+    arrays: FitArrays,
+    user_rows: np.ndarray,
+    excluded: csr_matrix,
+    banned: np.ndarray,
+    n: int,
+) -> TopItems:
+    """Any model: dense score rows of every item, batch by batch, masked, then ``top_n``."""
+    step = batch_size(arrays.n_items)
+    parts = []
+    for start in range(0, len(user_rows), step):
+        keys = mask_cells(score(arrays, user_rows[start : start + step]), excluded[start : start + step])
+        keys[:, banned] = -np.inf
+        rows, cols, best = top_n(keys, n)
+        parts.append((rows + start, cols, best))
+    return joined(parts)
+
+
+def local_positions(columns: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Positions inside the sorted ``columns`` of the ``wanted`` columns that are among them."""
+    positions = np.searchsorted(columns, wanted)
+    inside = positions < len(columns)
+    found = positions[inside][columns[positions[inside]] == wanted[inside]]
+    return found
+
+
+def factor_top_items(
+    arrays: FitArrays, user_rows: np.ndarray, excluded: csr_matrix, banned: np.ndarray, n: int, columns: np.ndarray
+) -> TopItems:
+    """A pure dot-product model: implicit's top-k over the candidate ``columns``, exclusions inside."""
+    item_vectors = arrays.dense["item_factors"][columns]
+    local_excluded = excluded[:, columns]
+    local_banned = local_positions(columns, banned)
+    parts = []
+    for start in range(0, len(user_rows), FACTOR_BATCH_USERS):
+        batch = slice(start, start + FACTOR_BATCH_USERS)
+        rows, cols, best = factor_top_n(
+            arrays.dense["user_factors"][user_rows[batch]], item_vectors, n, local_excluded[batch], local_banned
+        )
+        parts.append((rows + start, columns[cols], best))
+    return joined(parts)
+
+
+def users_by_items(arrays: FitArrays, user_rows: np.ndarray, item_columns: np.ndarray) -> FitArrays:
+    """``arrays`` cut down to ``user_rows`` x ``item_columns`` (see ``FactorRanking`` for which
+    arrays are user- or item-indexed): a small fit the model scores exactly like the full one."""
+    dense = {
+        name: values[user_rows] if name.startswith("user_") else values[item_columns] if name.startswith("item_")
+        else values
+        for name, values in arrays.dense.items()
+    }
+    sparse = {name: matrix[user_rows][:, item_columns] for name, matrix in arrays.sparse.items()}
+    return FitArrays(
+        user_ids=arrays.user_ids[user_rows], item_ids=arrays.item_ids[item_columns], dense=dense, sparse=sparse
+    )
+
+
+def own_aware_top_items(
+    score: Callable[[FitArrays, np.ndarray], np.ndarray],
+    own: csr_matrix,
+    arrays: FitArrays,
+    user_rows: np.ndarray,
+    excluded: csr_matrix,
+    banned: np.ndarray,
+    n: int,
+    columns: np.ndarray,
+) -> TopItems:
+    """A dot-product model with own items (``FactorRanking.own``): candidates from implicit's
+    top-k, then the model's own ``score`` on the candidate columns of small groups of users."""
+    item_vectors = arrays.dense["item_factors"][columns]
+    local_excluded = excluded[:, columns]
+    local_banned = local_positions(columns, banned)
+    parts = []
+    for start in range(0, len(user_rows), FACTOR_BATCH_USERS):
+        batch = user_rows[start : start + FACTOR_BATCH_USERS]
+        batch_own, batch_excluded = own[batch], excluded[start : start + FACTOR_BATCH_USERS]
+        vectors = arrays.dense["user_factors"][batch]
+        depth = n + int(batch_own.getnnz(axis=1).max(initial=0))
+        top_rows, top_cols, _ = factor_top_n(
+            vectors, item_vectors, depth, local_excluded[start : start + FACTOR_BATCH_USERS], local_banned
+        )
+        low_rows, low_cols, _ = factor_top_n(-vectors, item_vectors, 1, None, np.array([], dtype=np.int64))
+        candidates = csr_matrix(
+            (np.ones(len(top_rows) + len(low_rows), dtype=bool),
+             (np.r_[top_rows, low_rows], columns[np.r_[top_cols, low_cols]])),
+            shape=(len(batch), arrays.n_items),
+        ) + batch_own.astype(bool) + batch_excluded
+        for group in range(0, len(batch), OWN_AWARE_GROUP):
+            members = slice(group, group + OWN_AWARE_GROUP)
+            union = np.unique(candidates[members].indices)
+            keys = score(users_by_items(arrays, batch[members], union), np.arange(len(batch[members])))
+            keys[~candidates[members][:, union].toarray().astype(bool)] = -np.inf  # another member's candidate
+            keys = mask_cells(keys, batch_excluded[members][:, union])
+            keys[:, local_positions(union, banned)] = -np.inf
+            rows, cols, best = top_n(keys, n)
+            parts.append((rows + start + group, union[cols], best))
+    return joined(parts)
 
 
 def banned_columns(arrays: FitArrays, banned_items: Sequence[str]) -> np.ndarray:
