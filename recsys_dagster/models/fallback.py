@@ -120,10 +120,10 @@ lists AS (
     FROM (SELECT DISTINCT category FROM browsed UNION ALL SELECT NULL) c CROSS JOIN popular p
 ),
 fallback AS (
-    SELECT category, item_id, tier,
-           row_number() OVER (PARTITION BY category ORDER BY tier, rank) AS rank
-    FROM lists
-    QUALIFY row_number() OVER (PARTITION BY category, item_id ORDER BY tier, rank) = 1
+    SELECT category, item_id, tier, row_number() OVER (PARTITION BY category ORDER BY tier, rank) AS rank
+    FROM (
+        SELECT * FROM lists QUALIFY row_number() OVER (PARTITION BY category, item_id ORDER BY tier, rank) = 1
+    )
 ),
 fill AS (
     SELECT s.user_id, f.item_id, NULL::DOUBLE AS score, f.tier, f.rank
@@ -134,17 +134,17 @@ fill AS (
 ),
 short_lists AS (
     SELECT user_id, item_id, score, tier,
-           row_number() OVER (PARTITION BY user_id ORDER BY tier, rank) AS rank
+           row_number() OVER (PARTITION BY user_id ORDER BY tier, rank) AS list_rank
     FROM (
         SELECT user_id, item_id, score, 0 AS tier, rank FROM model SEMI JOIN short USING (user_id)
         UNION ALL
         SELECT * FROM fill
     )
-    QUALIFY rank <= $n
+    QUALIFY list_rank <= $n
 )
 SELECT user_id, CAST(rank AS INTEGER) AS rank, item_id, score, 0 AS tier FROM model ANTI JOIN short USING (user_id)
 UNION ALL
-SELECT user_id, CAST(rank AS INTEGER) AS rank, item_id, score, tier FROM short_lists
+SELECT user_id, CAST(list_rank AS INTEGER) AS rank, item_id, score, tier FROM short_lists
 """
 
 
