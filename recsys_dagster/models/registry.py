@@ -76,10 +76,28 @@ def popularity_keys(fit: FitArrays, count: int) -> np.ndarray:
 OWN_AWARE_GROUP = 64
 
 
+#: (user vectors, item vectors, per-user offset or None): the model's score of (u, i) is
+#: ``users[u] . items[i] + offset[u]``.
+FactorVectors = tuple[np.ndarray, np.ndarray, np.ndarray | None]
+
+
+def als_vectors(fit: FitArrays) -> FactorVectors:
+    return fit.dense["user_factors"], fit.dense["item_factors"], None
+
+
+def svd_vectors(fit: FitArrays) -> FactorVectors:
+    """SVD's estimate ``mean + bu + bi + pu . qi`` as ``[pu, 1] . [qi, bi] + (mean + bu)``, in float64
+    like surprise, so the ranking equals its ``predict`` loop to the last bit that matters."""
+    d = fit.dense
+    users = np.hstack([d["pu"], np.ones((len(d["pu"]), 1))])
+    items = np.hstack([d["qi"], d["bi"][:, None]])
+    return users, items, float(d["global_mean"]) + d["bu"]
+
+
 @dataclass(frozen=True)
 class FactorRanking:
-    """A model that ranks by the dot product of ``user_factors`` and ``item_factors``, so scoring
-    can use implicit's batched top-k instead of dense rows of every item.
+    """A model that ranks by a dot product of factors (``vectors``), so scoring can use implicit's
+    batched top-k instead of dense rows of every item.
 
     ``own`` names a sparse users x items matrix of items the model may rank above their dot
     product (the repeat-aware model's history). Outside them the score must rise with the dot
@@ -90,6 +108,7 @@ class FactorRanking:
     every sparse matrix (columns); user-indexed: dense ``user_*`` and sparse rows.
     """
 
+    vectors: Callable[[FitArrays], FactorVectors] = als_vectors
     own: str | None = None
 
 
@@ -119,7 +138,12 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         similar=lambda fit, rows: cosine_similarities(als.item_vectors_als(fit), rows),
         factor_ranking=FactorRanking(),
     ),
-    "svd_model": ModelSpec(config_class=svd.SvdConfig, fit=svd.fit_svd, score=svd.score_svd),
+    "svd_model": ModelSpec(
+        config_class=svd.SvdConfig,
+        fit=svd.fit_svd,
+        score=svd.score_svd,
+        factor_ranking=FactorRanking(vectors=svd_vectors),
+    ),
     "popularity_model": ModelSpec(
         config_class=baselines.PopularityConfig,
         fit=baselines.fit_popularity,
@@ -326,14 +350,16 @@ class LoadedModel:
             np.arange(arrays.n_items) if candidate_items is None else np.sort(banned_columns(arrays, candidate_items))
         )
         ranking = self.spec.factor_ranking
-        if ranking is None:
-            pruned = np.union1d(banned, np.setdiff1d(np.arange(arrays.n_items), columns))
+        pruned = np.union1d(banned, np.setdiff1d(np.arange(arrays.n_items), columns))
+        if self.spec.user_agnostic:
+            rows, cols, keys = shared_ranking_top_items(self.spec.score, arrays, len(user_rows), excluded, pruned, n)
+        elif ranking is None:
             rows, cols, keys = dense_top_items(self.spec.score, arrays, user_rows, excluded, pruned, n)
         elif ranking.own is None:
-            rows, cols, keys = factor_top_items(arrays, user_rows, excluded, banned, n, columns)
+            rows, cols, keys = factor_top_items(ranking, arrays, user_rows, excluded, banned, n, columns)
         else:
             rows, cols, keys = own_aware_top_items(
-                self.spec.score, arrays.sparse[ranking.own], arrays, user_rows, excluded, banned, n, columns
+                self.spec.score, ranking, arrays, user_rows, excluded, banned, n, columns
             )
         return users, rows, cols, self.spec.reported_score(arrays, cols, keys).astype(np.float64)
 
@@ -439,6 +465,26 @@ def dense_top_items(
     return joined(parts)
 
 
+def shared_ranking_top_items(
+    score: Callable[[FitArrays, np.ndarray], np.ndarray],
+    arrays: FitArrays,
+    n_users: int,
+    excluded: csr_matrix,
+    banned: np.ndarray,
+    n: int,
+) -> TopItems:
+    """A user-agnostic model (popularity): one ranking, then each user's first ``n`` items of it that
+    they may get; only the ranking's head (``n`` + the most exclusions any user has) is looked at."""
+    keys = score(arrays, np.zeros(1, dtype=np.int64))[0]
+    keys[banned] = -np.inf
+    depth = min(arrays.n_items, n + int(excluded.getnnz(axis=1).max(initial=0)))
+    head = np.lexsort((np.arange(arrays.n_items), -keys))[:depth]  # ties: lower column first, as top_n
+    allowed = ~excluded[:, head].toarray() & np.isfinite(keys[head])[None, :]
+    allowed &= np.cumsum(allowed, axis=1) <= n
+    rows, positions = np.nonzero(allowed)
+    return rows, head[positions], keys[head[positions]].astype(np.float64)
+
+
 def local_positions(columns: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     """Positions inside the sorted ``columns`` of the ``wanted`` columns that are among them."""
     positions = np.searchsorted(columns, wanted)
@@ -448,18 +494,27 @@ def local_positions(columns: np.ndarray, wanted: np.ndarray) -> np.ndarray:
 
 
 def factor_top_items(
-    arrays: FitArrays, user_rows: np.ndarray, excluded: csr_matrix, banned: np.ndarray, n: int, columns: np.ndarray
+    ranking: FactorRanking,
+    arrays: FitArrays,
+    user_rows: np.ndarray,
+    excluded: csr_matrix,
+    banned: np.ndarray,
+    n: int,
+    columns: np.ndarray,
 ) -> TopItems:
     """A pure dot-product model: implicit's top-k over the candidate ``columns``, exclusions inside."""
-    item_vectors = arrays.dense["item_factors"][columns]
+    user_vectors, item_vectors, offsets = ranking.vectors(arrays)
+    item_vectors = item_vectors[columns]
     local_excluded = excluded[:, columns]
     local_banned = local_positions(columns, banned)
     parts = []
     for start in range(0, len(user_rows), FACTOR_BATCH_USERS):
         batch = slice(start, start + FACTOR_BATCH_USERS)
         rows, cols, best = factor_top_n(
-            arrays.dense["user_factors"][user_rows[batch]], item_vectors, n, local_excluded[batch], local_banned
+            user_vectors[user_rows[batch]], item_vectors, n, local_excluded[batch], local_banned
         )
+        if offsets is not None:
+            best = best + offsets[user_rows[batch]][rows]
         parts.append((rows + start, columns[cols], best))
     return joined(parts)
 
@@ -480,7 +535,7 @@ def users_by_items(arrays: FitArrays, user_rows: np.ndarray, item_columns: np.nd
 
 def own_aware_top_items(
     score: Callable[[FitArrays, np.ndarray], np.ndarray],
-    own: csr_matrix,
+    ranking: FactorRanking,
     arrays: FitArrays,
     user_rows: np.ndarray,
     excluded: csr_matrix,
@@ -490,14 +545,15 @@ def own_aware_top_items(
 ) -> TopItems:
     """A dot-product model with own items (``FactorRanking.own``): candidates from implicit's
     top-k, then the model's own ``score`` on the candidate columns of small groups of users."""
-    item_vectors = arrays.dense["item_factors"][columns]
+    user_vectors, item_vectors, _ = ranking.vectors(arrays)
+    item_vectors = item_vectors[columns]
     local_excluded = excluded[:, columns]
     local_banned = local_positions(columns, banned)
     parts = []
     for start in range(0, len(user_rows), FACTOR_BATCH_USERS):
         batch = user_rows[start : start + FACTOR_BATCH_USERS]
-        batch_own, batch_excluded = own[batch], excluded[start : start + FACTOR_BATCH_USERS]
-        vectors = arrays.dense["user_factors"][batch]
+        batch_own, batch_excluded = arrays.sparse[ranking.own][batch], excluded[start : start + FACTOR_BATCH_USERS]
+        vectors = user_vectors[batch]
         depth = n + int(batch_own.getnnz(axis=1).max(initial=0))
         top_rows, top_cols, _ = factor_top_n(
             vectors, item_vectors, depth, local_excluded[start : start + FACTOR_BATCH_USERS], local_banned

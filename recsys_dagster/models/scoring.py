@@ -20,8 +20,6 @@ BATCH_CELLS = 20_000_000
 #: Users per call of implicit's top-k: big enough to keep the matmul BLAS-bound, while its own
 #: internal batches bound the memory.
 FACTOR_BATCH_USERS = 65_536
-#: The score implicit's top-k gives a filtered (excluded or banned) cell.
-FILTERED_SCORE = float(np.finfo(np.float32).min)
 THREADS = os.cpu_count() or 1
 
 
@@ -68,20 +66,22 @@ def factor_top_n(
 
     ``exclude`` (users x items, boolean) holds each row's forbidden columns, ``banned`` columns
     forbidden to every row. Same contract as ``top_n``: rows grouped in order, best first.
+    float64 vectors are scored in float64; implicit gives filtered cells its dtype's lowest value.
     """
     k = min(n, len(item_vectors))
     if k <= 0 or len(user_vectors) == 0:
         empty = np.array([], dtype=np.int64)
         return empty, empty, np.array([], dtype=np.float64)
+    dtype = np.float64 if np.float64 in (user_vectors.dtype, item_vectors.dtype) else np.float32
     ids, scores = topk(
-        np.ascontiguousarray(item_vectors, dtype=np.float32),
-        np.ascontiguousarray(user_vectors, dtype=np.float32),
+        np.ascontiguousarray(item_vectors, dtype=dtype),
+        np.ascontiguousarray(user_vectors, dtype=dtype),
         k,
         filter_query_items=exclude.astype(np.float32) if exclude is not None and exclude.nnz else None,
         filter_items=banned.astype(np.int32) if len(banned) else None,
         num_threads=THREADS,
     )
-    keep = scores > FILTERED_SCORE
+    keep = scores > np.finfo(dtype).min
     rows = np.repeat(np.arange(len(user_vectors)), k).reshape(-1, k)
     return rows[keep], ids[keep].astype(np.int64), scores[keep].astype(np.float64)
 

@@ -204,7 +204,7 @@ def test_load_latest_errors_clearly(tmp_path, retail_con) -> None:
             load_latest(con, "als_model")
 
 
-@pytest.mark.parametrize("model", ["als_model", "repeat_aware_model"])
+@pytest.mark.parametrize("model", ["als_model", "repeat_aware_model", "svd_model"])
 def test_factor_rankings_equal_dense_scoring_of_every_item(model: str, retail_con) -> None:
     """The implicit top-k paths (no dense users x items rows) return exactly the dense ranking."""
     loaded = load_latest(retail_con, model)
