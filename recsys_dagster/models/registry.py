@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from dagster import Config
 from scipy.sparse import csr_matrix
+from threadpoolctl import threadpool_limits
 
 from recsys_dagster.metadata import timed
 from recsys_dagster.models import als, baselines, repeat, svd
@@ -32,6 +33,7 @@ from recsys_dagster.models.scoring import (
     mask_cells,
     ranks_within_rows,
     top_n,
+    top_n_of_cells,
 )
 
 #: Every model trained each run; the first four keep their historic names (publishing reads
@@ -554,25 +556,28 @@ def own_aware_top_items(
         batch = user_rows[start : start + FACTOR_BATCH_USERS]
         batch_own, batch_excluded = arrays.sparse[ranking.own][batch], excluded[start : start + FACTOR_BATCH_USERS]
         vectors = user_vectors[batch]
-        depth = n + int(batch_own.getnnz(axis=1).max(initial=0))
+        own_counts = batch_own.getnnz(axis=1)
         top_rows, top_cols, _ = factor_top_n(
-            vectors, item_vectors, depth, local_excluded[start : start + FACTOR_BATCH_USERS], local_banned
+            vectors, item_vectors, n + int(own_counts.max(initial=0)),
+            local_excluded[start : start + FACTOR_BATCH_USERS], local_banned,
         )
+        needed = ranks_within_rows(top_rows) <= n + own_counts[top_rows]  # each user's own depth
+        top_rows, top_cols = top_rows[needed], top_cols[needed]
         low_rows, low_cols, _ = factor_top_n(-vectors, item_vectors, 1, None, np.array([], dtype=np.int64))
         candidates = csr_matrix(
             (np.ones(len(top_rows) + len(low_rows), dtype=bool),
              (np.r_[top_rows, low_rows], columns[np.r_[top_cols, low_cols]])),
             shape=(len(batch), arrays.n_items),
         ) + batch_own.astype(bool) + batch_excluded
-        for group in range(0, len(batch), OWN_AWARE_GROUP):
-            members = slice(group, group + OWN_AWARE_GROUP)
-            union = np.unique(candidates[members].indices)
-            keys = score(users_by_items(arrays, batch[members], union), np.arange(len(batch[members])))
-            keys[~candidates[members][:, union].toarray().astype(bool)] = -np.inf  # another member's candidate
-            keys = mask_cells(keys, batch_excluded[members][:, union])
-            keys[:, local_positions(union, banned)] = -np.inf
-            rows, cols, best = top_n(keys, n)
-            parts.append((rows + start + group, union[cols], best))
+        with threadpool_limits(limits=1, user_api="blas"):  # small products: BLAS threads only cost here
+            for group in range(0, len(batch), OWN_AWARE_GROUP):
+                members = slice(group, group + OWN_AWARE_GROUP)
+                union = np.unique(candidates[members].indices)
+                keys = score(users_by_items(arrays, batch[members], union), np.arange(len(batch[members])))
+                keys = mask_cells(keys, batch_excluded[members][:, union])
+                keys[:, local_positions(union, banned)] = -np.inf
+                rows, cols, best = top_n_of_cells(keys, candidates[members][:, union], n)
+                parts.append((rows + start + group, union[cols], best))
     return joined(parts)
 
 

@@ -13,6 +13,7 @@ import os
 import numpy as np
 from implicit.cpu.topk import topk
 from scipy.sparse import csr_matrix
+from threadpoolctl import threadpool_limits
 
 #: Cells of a dense score batch (rows x items) scored at once: about 160 MB of float64, so a
 #: large catalog gets smaller user batches instead of exhausting memory.
@@ -59,6 +60,20 @@ def top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return rows[keep], columns[keep], best[keep].astype(np.float64)
 
 
+def top_n_of_cells(scores: np.ndarray, cells: csr_matrix, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``top_n`` restricted to the stored ``cells`` of each row (same contract), sorting only them:
+    when rows have a few dozen candidates among thousands of columns, a masked dense row would
+    be mostly -inf, which is exactly where ``argpartition`` is slowest."""
+    rows, cols = cells.nonzero()
+    values = scores[rows, cols]
+    finite = np.isfinite(values)
+    rows, cols, values = rows[finite], cols[finite], values[finite]
+    order = np.lexsort((cols, -values, rows))  # by row, best first, ties: lower column first
+    rows, cols, values = rows[order], cols[order], values[order]
+    keep = ranks_within_rows(rows) <= n
+    return rows[keep], cols[keep], values[keep].astype(np.float64)
+
+
 def factor_top_n(
     user_vectors: np.ndarray, item_vectors: np.ndarray, n: int, exclude: csr_matrix | None, banned: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -73,14 +88,17 @@ def factor_top_n(
         empty = np.array([], dtype=np.int64)
         return empty, empty, np.array([], dtype=np.float64)
     dtype = np.float64 if np.float64 in (user_vectors.dtype, item_vectors.dtype) else np.float32
-    ids, scores = topk(
-        np.ascontiguousarray(item_vectors, dtype=dtype),
-        np.ascontiguousarray(user_vectors, dtype=dtype),
-        k,
-        filter_query_items=exclude.astype(np.float32) if exclude is not None and exclude.nnz else None,
-        filter_items=banned.astype(np.int32) if len(banned) else None,
-        num_threads=THREADS,
-    )
+    # implicit splits the users over THREADS itself; a multi-threaded BLAS under each of them
+    # oversubscribes the cores (measured: 3.4 s -> 0.9 s for 15k users x 12k items here).
+    with threadpool_limits(limits=1, user_api="blas"):
+        ids, scores = topk(
+            np.ascontiguousarray(item_vectors, dtype=dtype),
+            np.ascontiguousarray(user_vectors, dtype=dtype),
+            k,
+            filter_query_items=exclude.astype(np.float32) if exclude is not None and exclude.nnz else None,
+            filter_items=banned.astype(np.int32) if len(banned) else None,
+            num_threads=THREADS,
+        )
     keep = scores > np.finfo(dtype).min
     rows = np.repeat(np.arange(len(user_vectors)), k).reshape(-1, k)
     return rows[keep], ids[keep].astype(np.int64), scores[keep].astype(np.float64)
