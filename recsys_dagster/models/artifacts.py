@@ -82,7 +82,7 @@ def save_fit(fit: FitArrays, folder: Path) -> None:
     np.savez(folder / "ids.npz", user_ids=fit.user_ids, item_ids=fit.item_ids)
     np.savez(folder / "arrays.npz", **fit.dense)
     for name, matrix in fit.sparse.items():
-        save_npz(folder / f"sparse_{name}.npz", matrix)
+        save_npz(folder / f"sparse_{name}.npz", matrix, compressed=False)  # zlib cost seconds per fit
 
 
 def load_fit(folder: Path) -> FitArrays:

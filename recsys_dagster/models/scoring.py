@@ -22,6 +22,8 @@ BATCH_CELLS = 20_000_000
 #: internal batches bound the memory.
 FACTOR_BATCH_USERS = 65_536
 THREADS = os.cpu_count() or 1
+#: Below this share of finite cells a dense batch is ranked by sorting its finite cells.
+SPARSE_SHARE = 0.05
 
 
 def batch_size(n_items: int) -> int:
@@ -39,7 +41,9 @@ def top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     """The best ``n`` finite scores of every row, best first: (row, column, score) arrays.
 
     -inf marks a cell that must not be returned (excluded, or no evidence), so a row can yield
-    fewer than ``n`` entries. ``argpartition`` keeps this O(items) per row instead of a full sort.
+    fewer than ``n`` entries. ``argpartition`` keeps this O(items) per row instead of a full sort;
+    a batch that is mostly -inf (neighbourhood models: only co-occurring items have a score) sorts
+    just its finite cells instead, as ``argpartition`` is slowest on runs of equal values.
     Rows come out grouped and in order, each row's entries by rank.
     """
     n_rows, n_cols = scores.shape
@@ -47,6 +51,9 @@ def top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     if k <= 0 or n_rows == 0:
         empty = np.array([], dtype=np.int64)
         return empty, empty, np.array([], dtype=np.float64)
+    finite = np.isfinite(scores)
+    if np.count_nonzero(finite) < SPARSE_SHARE * finite.size:
+        return best_cells(scores, *np.nonzero(finite), n)
     if k < n_cols:
         candidates = np.argpartition(scores, n_cols - k, axis=1)[:, n_cols - k :]
     else:
@@ -60,11 +67,10 @@ def top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return rows[keep], columns[keep], best[keep].astype(np.float64)
 
 
-def top_n_of_cells(scores: np.ndarray, cells: csr_matrix, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``top_n`` restricted to the stored ``cells`` of each row (same contract), sorting only them:
-    when rows have a few dozen candidates among thousands of columns, a masked dense row would
-    be mostly -inf, which is exactly where ``argpartition`` is slowest."""
-    rows, cols = cells.nonzero()
+def best_cells(
+    scores: np.ndarray, rows: np.ndarray, cols: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``top_n`` among the given (row, column) cells only (same contract); -inf cells are dropped."""
     values = scores[rows, cols]
     finite = np.isfinite(values)
     rows, cols, values = rows[finite], cols[finite], values[finite]
@@ -72,6 +78,12 @@ def top_n_of_cells(scores: np.ndarray, cells: csr_matrix, n: int) -> tuple[np.nd
     rows, cols, values = rows[order], cols[order], values[order]
     keep = ranks_within_rows(rows) <= n
     return rows[keep], cols[keep], values[keep].astype(np.float64)
+
+
+def top_n_of_cells(scores: np.ndarray, cells: csr_matrix, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``top_n`` restricted to the stored ``cells`` of each row: when rows have a few dozen
+    candidates among thousands of columns, only those are sorted."""
+    return best_cells(scores, *cells.nonzero(), n)
 
 
 def factor_top_n(
