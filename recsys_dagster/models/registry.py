@@ -31,6 +31,7 @@ from recsys_dagster.models.scoring import (
     batch_size,
     factor_top_n,
     mask_cells,
+    ranked_cells,
     ranks_within_rows,
     top_n,
     top_n_of_cells,
@@ -66,6 +67,13 @@ def cosine_similarities(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1)
     norms[norms == 0] = 1e-10
     return ((vectors[rows] @ vectors.T) / np.outer(norms[rows], norms)).astype(np.float64)
+
+
+def positive_cells(matrix: csr_matrix) -> csr_matrix:
+    """The cells of ``matrix`` with a positive value: item-kNN's evidence (``no_evidence_to_minus_inf``)."""
+    kept = matrix.multiply(matrix > 0).tocsr()
+    kept.eliminate_zeros()
+    return kept
 
 
 def popularity_keys(fit: FitArrays, count: int) -> np.ndarray:
@@ -130,6 +138,8 @@ class ModelSpec:
     user_agnostic: bool = False
     reported_score: Callable[[FitArrays, np.ndarray, np.ndarray], np.ndarray] = lambda fit, cols, keys: keys
     factor_ranking: FactorRanking | None = None
+    #: ``similar`` as a sparse matrix of its positive cells (neighbourhood models): ranked without dense rows.
+    similar_cells: Callable[[FitArrays, np.ndarray], csr_matrix] | None = None
 
 
 MODEL_SPECS: dict[str, ModelSpec] = {
@@ -158,6 +168,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         fit=baselines.fit_item_knn,
         score=baselines.score_item_knn,
         similar=baselines.similar_item_knn,
+        similar_cells=lambda fit, rows: positive_cells(fit.sparse["similarity"][rows]),
     ),
     "repeat_aware_model": ModelSpec(
         config_class=repeat.RepeatAwareConfig,
@@ -173,6 +184,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         fit=baselines.fit_item_knn,
         score=baselines.score_item_knn,
         similar=baselines.similar_item_knn,
+        similar_cells=lambda fit, rows: positive_cells(fit.sparse["similarity"][rows]),
     ),
     "popularity_recent_model": ModelSpec(
         config_class=baselines.PopularityRecentConfig,
@@ -389,10 +401,15 @@ class LoadedModel:
         return pd.concat(frames, ignore_index=True) if frames else _empty_frame("item_id", "similar_item_id")
 
     def _similar_batch(self, arrays: FitArrays, rows: np.ndarray, banned: np.ndarray, n: int) -> pd.DataFrame:
-        scores = self.spec.similar(arrays, rows)
-        scores[np.arange(len(rows)), rows] = -np.inf
-        scores[:, banned] = -np.inf
-        batch_rows, cols, best = top_n(scores, n)
+        if self.spec.similar_cells is not None:
+            cells = self.spec.similar_cells(arrays, rows).tocoo()
+            values = np.where(np.isin(cells.col, banned) | (cells.col == rows[cells.row]), -np.inf, cells.data)
+            batch_rows, cols, best = ranked_cells(cells.row, cells.col, values.astype(np.float64), n)
+        else:
+            scores = self.spec.similar(arrays, rows)
+            scores[np.arange(len(rows)), rows] = -np.inf
+            scores[:, banned] = -np.inf
+            batch_rows, cols, best = top_n(scores, n)
         item_ids = arrays.item_ids.astype(object)
         return pd.DataFrame(
             {

@@ -71,7 +71,13 @@ def best_cells(
     scores: np.ndarray, rows: np.ndarray, cols: np.ndarray, n: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``top_n`` among the given (row, column) cells only (same contract); -inf cells are dropped."""
-    values = scores[rows, cols]
+    return ranked_cells(rows, cols, scores[rows, cols], n)
+
+
+def ranked_cells(
+    rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The best ``n`` finite of (row, column, value) cells per row, as ``top_n`` returns them."""
     finite = np.isfinite(values)
     rows, cols, values = rows[finite], cols[finite], values[finite]
     order = np.lexsort((cols, -values, rows))  # by row, best first, ties: lower column first

@@ -13,6 +13,7 @@ from implicit.nearest_neighbours import ItemItemRecommender
 
 from recsys_dagster.models.baselines import PopularityConfig, fit_popularity
 from recsys_dagster.models.matrix import pairs_matrix
+from recsys_dagster.models.scoring import top_n
 from recsys_dagster.models.registry import (
     MODEL_NAMES,
     LoadedModel,
@@ -241,3 +242,20 @@ def test_candidate_items_prune_the_catalog_but_keep_own_items(retail_con) -> Non
     outside = [pair for item, pair in zip(recs["item_id"], positions) if item not in set(popular)]
     assert outside and all(pair in own for pair in outside), "only own items may come from outside the candidates"
     assert recs.groupby("user_id").size().eq(20).all()
+
+
+def test_item_knn_similar_items_from_sparse_cells_equal_the_dense_rows(retail_con) -> None:
+    loaded = load_latest(retail_con, "item_knn_model")
+    arrays = loaded.fit_arrays("holdout")
+    rows = np.arange(0, arrays.n_items, 7)
+    banned = list(arrays.item_ids[:5])
+
+    sparse = loaded.similar_items(arrays.item_ids[rows], 10, fit="holdout", banned_items=banned)
+
+    dense = loaded.spec.similar(arrays, rows)
+    dense[np.arange(len(rows)), rows] = -np.inf
+    dense[:, :5] = -np.inf
+    dense_rows, cols, best = top_n(dense, 10)
+    assert sparse["similar_item_id"].tolist() == arrays.item_ids[cols].tolist()
+    assert sparse["item_id"].tolist() == arrays.item_ids[rows[dense_rows]].tolist()
+    np.testing.assert_allclose(sparse["score"], best)
