@@ -522,20 +522,51 @@ def factor_top_items(
     columns: np.ndarray,
 ) -> TopItems:
     """A pure dot-product model: implicit's top-k over the candidate ``columns``, exclusions inside."""
-    user_vectors, item_vectors, offsets = ranking.vectors(arrays)
-    item_vectors = item_vectors[columns]
-    local_excluded = excluded[:, columns]
-    local_banned = local_positions(columns, banned)
+    search = FactorSearch.over(ranking, arrays, excluded, banned, columns)
     parts = []
     for start in range(0, len(user_rows), FACTOR_BATCH_USERS):
         batch = slice(start, start + FACTOR_BATCH_USERS)
-        rows, cols, best = factor_top_n(
-            user_vectors[user_rows[batch]], item_vectors, n, local_excluded[batch], local_banned
-        )
-        if offsets is not None:
-            best = best + offsets[user_rows[batch]][rows]
-        parts.append((rows + start, columns[cols], best))
+        rows, cols, best = search.top(user_rows[batch], batch, n)
+        if search.offsets is not None:
+            best = best + search.offsets[user_rows[batch]][rows]
+        parts.append((rows + start, cols, best))
     return joined(parts)
+
+
+@dataclass(frozen=True)
+class FactorSearch:
+    """A factor model's vectors restricted to the searched ``columns``, with the exclusions and
+    banned items in those columns' positions: what every top-k call over a user batch needs."""
+
+    user_vectors: np.ndarray
+    item_vectors: np.ndarray
+    offsets: np.ndarray | None
+    excluded: csr_matrix
+    banned: np.ndarray
+    columns: np.ndarray
+
+    @classmethod
+    def over(
+        cls, ranking: FactorRanking, arrays: FitArrays, excluded: csr_matrix, banned: np.ndarray, columns: np.ndarray
+    ) -> FactorSearch:
+        user_vectors, item_vectors, offsets = ranking.vectors(arrays)
+        return cls(
+            user_vectors, item_vectors[columns], offsets, excluded[:, columns], local_positions(columns, banned), columns
+        )
+
+    def top(self, user_rows: np.ndarray, batch: slice, depth: int) -> TopItems:
+        """The best ``depth`` allowed items of ``user_rows`` (rows ``batch`` of the request), in fit columns."""
+        rows, cols, best = factor_top_n(
+            self.user_vectors[user_rows], self.item_vectors, depth, self.excluded[batch], self.banned
+        )
+        return rows, self.columns[cols], best
+
+    def bottom(self, user_rows: np.ndarray) -> TopItems:
+        """Each user's lowest-scoring searched item (exclusions ignored: it fixes a min-max scale)."""
+        rows, cols, best = factor_top_n(
+            -self.user_vectors[user_rows], self.item_vectors, 1, None, np.array([], dtype=np.int64)
+        )
+        return rows, self.columns[cols], best
 
 
 def users_by_items(arrays: FitArrays, user_rows: np.ndarray, item_columns: np.ndarray) -> FitArrays:
@@ -564,26 +595,19 @@ def own_aware_top_items(
 ) -> TopItems:
     """A dot-product model with own items (``FactorRanking.own``): candidates from implicit's
     top-k, then the model's own ``score`` on the candidate columns of small groups of users."""
-    user_vectors, item_vectors, _ = ranking.vectors(arrays)
-    item_vectors = item_vectors[columns]
-    local_excluded = excluded[:, columns]
-    local_banned = local_positions(columns, banned)
+    search = FactorSearch.over(ranking, arrays, excluded, banned, columns)
     parts = []
     for start in range(0, len(user_rows), FACTOR_BATCH_USERS):
-        batch = user_rows[start : start + FACTOR_BATCH_USERS]
-        batch_own, batch_excluded = arrays.sparse[ranking.own][batch], excluded[start : start + FACTOR_BATCH_USERS]
-        vectors = user_vectors[batch]
+        rows_slice = slice(start, start + FACTOR_BATCH_USERS)
+        batch = user_rows[rows_slice]
+        batch_own, batch_excluded = arrays.sparse[ranking.own][batch], excluded[rows_slice]
         own_counts = batch_own.getnnz(axis=1)
-        top_rows, top_cols, _ = factor_top_n(
-            vectors, item_vectors, n + int(own_counts.max(initial=0)),
-            local_excluded[start : start + FACTOR_BATCH_USERS], local_banned,
-        )
+        top_rows, top_cols, _ = search.top(batch, rows_slice, n + int(own_counts.max(initial=0)))
         needed = ranks_within_rows(top_rows) <= n + own_counts[top_rows]  # each user's own depth
-        top_rows, top_cols = top_rows[needed], top_cols[needed]
-        low_rows, low_cols, _ = factor_top_n(-vectors, item_vectors, 1, None, np.array([], dtype=np.int64))
+        low_rows, low_cols, _ = search.bottom(batch)
         candidates = csr_matrix(
-            (np.ones(len(top_rows) + len(low_rows), dtype=bool),
-             (np.r_[top_rows, low_rows], columns[np.r_[top_cols, low_cols]])),
+            (np.ones(int(needed.sum()) + len(low_rows), dtype=bool),
+             (np.r_[top_rows[needed], low_rows], np.r_[top_cols[needed], low_cols])),
             shape=(len(batch), arrays.n_items),
         ) + batch_own.astype(bool) + batch_excluded
         with threadpool_limits(limits=1, user_api="blas"):  # small products: BLAS threads only cost here
