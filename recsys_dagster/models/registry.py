@@ -309,24 +309,12 @@ class LoadedModel:
             self._fits[fit] = load_fit(self.artifact_dir / fit)
         return self._fits[fit]
 
-    def recommend(
-        self,
-        user_ids: Sequence[str],
-        n: int,
-        fit: Fit,
-        exclude: pd.DataFrame | None = None,
-        banned_items: Sequence[str] = (),
-        candidate_items: Sequence[str] | None = None,
-    ) -> pd.DataFrame:
+    def recommend(self, user_ids: Sequence[str], n: int, fit: Fit, **options: object) -> pd.DataFrame:
         """Top-``n`` items per user: DataFrame[user_id, rank, item_id, score], ranks 1..k (k <= n).
 
-        Users unknown to the fit are absent (popularity knows everyone); ``exclude`` holds
-        (user_id, item_id) pairs never to return, ``banned_items`` items never to return to anyone
-        (e.g. marked unavailable in the catalog). ``candidate_items`` (None = every item) prunes the
-        catalog searched; a user's own items stay candidates for models that rank them. No item
-        appears twice for a user.
+        ``options``: ``exclude``, ``banned_items``, ``candidate_items`` as in ``top_items``.
         """
-        users, rows, cols, scores = self.top_items(user_ids, n, fit, exclude, banned_items, candidate_items)
+        users, rows, cols, scores = self.top_items(user_ids, n, fit, **options)
         return pd.DataFrame(
             {
                 "user_id": users.to_numpy(dtype=object)[rows],
@@ -345,8 +333,16 @@ class LoadedModel:
         banned_items: Sequence[str] = (),
         candidate_items: Sequence[str] | None = None,
     ) -> tuple[pd.Index, np.ndarray, np.ndarray, np.ndarray]:
-        """``recommend`` as arrays: (scored users, position in them, item column of the fit, score),
-        rows grouped by user and best first; what publishing turns into a table without pandas."""
+        """Top-``n`` items per user as arrays: (scored users, position in them, item column of the
+        fit, score), rows grouped by user and best first (publishing turns them into a table
+        without pandas; ``recommend`` into a DataFrame).
+
+        Users unknown to the fit are absent (popularity knows everyone); ``exclude`` holds
+        (user_id, item_id) pairs never to return, ``banned_items`` items never to return to anyone
+        (e.g. marked unavailable in the catalog). ``candidate_items`` (None = every item) prunes the
+        catalog searched; a user's own items stay candidates for models that rank them. No item
+        appears twice for a user.
+        """
         arrays = self.fit_arrays(fit)
         requested = unique_ids(user_ids)
         if self.spec.user_agnostic:
@@ -370,10 +366,11 @@ class LoadedModel:
         elif ranking is None:
             rows, cols, keys = dense_top_items(self.spec.score, arrays, user_rows, excluded, pruned, n)
         elif ranking.own is None:
-            rows, cols, keys = factor_top_items(ranking, arrays, user_rows, excluded, banned, n, columns)
+            rows, cols, keys = factor_top_items(FactorSearch.over(ranking, arrays, excluded, banned, columns), user_rows, n)
         else:
+            search = FactorSearch.over(ranking, arrays, excluded, banned, columns)
             rows, cols, keys = own_aware_top_items(
-                self.spec.score, ranking, arrays, user_rows, excluded, banned, n, columns
+                self.spec.score, arrays.sparse[ranking.own], search, arrays, user_rows, excluded, banned, n
             )
         return users, rows, cols, self.spec.reported_score(arrays, cols, keys).astype(np.float64)
 
@@ -512,17 +509,8 @@ def local_positions(columns: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     return found
 
 
-def factor_top_items(
-    ranking: FactorRanking,
-    arrays: FitArrays,
-    user_rows: np.ndarray,
-    excluded: csr_matrix,
-    banned: np.ndarray,
-    n: int,
-    columns: np.ndarray,
-) -> TopItems:
-    """A pure dot-product model: implicit's top-k over the candidate ``columns``, exclusions inside."""
-    search = FactorSearch.over(ranking, arrays, excluded, banned, columns)
+def factor_top_items(search: FactorSearch, user_rows: np.ndarray, n: int) -> TopItems:
+    """A pure dot-product model: implicit's top-k over the searched columns, exclusions inside."""
     parts = []
     for start in range(0, len(user_rows), FACTOR_BATCH_USERS):
         batch = slice(start, start + FACTOR_BATCH_USERS)
@@ -585,22 +573,21 @@ def users_by_items(arrays: FitArrays, user_rows: np.ndarray, item_columns: np.nd
 
 def own_aware_top_items(
     score: Callable[[FitArrays, np.ndarray], np.ndarray],
-    ranking: FactorRanking,
+    own: csr_matrix,
+    search: FactorSearch,
     arrays: FitArrays,
     user_rows: np.ndarray,
     excluded: csr_matrix,
     banned: np.ndarray,
     n: int,
-    columns: np.ndarray,
 ) -> TopItems:
-    """A dot-product model with own items (``FactorRanking.own``): candidates from implicit's
+    """A dot-product model with ``own`` items (``FactorRanking.own``): candidates from implicit's
     top-k, then the model's own ``score`` on the candidate columns of small groups of users."""
-    search = FactorSearch.over(ranking, arrays, excluded, banned, columns)
     parts = []
     for start in range(0, len(user_rows), FACTOR_BATCH_USERS):
         rows_slice = slice(start, start + FACTOR_BATCH_USERS)
         batch = user_rows[rows_slice]
-        batch_own, batch_excluded = arrays.sparse[ranking.own][batch], excluded[rows_slice]
+        batch_own, batch_excluded = own[batch], excluded[rows_slice]
         own_counts = batch_own.getnnz(axis=1)
         top_rows, top_cols, _ = search.top(batch, rows_slice, n + int(own_counts.max(initial=0)))
         needed = ranks_within_rows(top_rows) <= n + own_counts[top_rows]  # each user's own depth
