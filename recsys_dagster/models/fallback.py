@@ -18,13 +18,14 @@ GLOBAL_USER = "__all_users__"
 
 TOP_UP_SQL = """
 WITH short_users AS (
-    SELECT u.user_id FROM users u
+    SELECT u.user_id, coalesce(c.n, 0) + coalesce(o.n, 0) AS n_taken FROM users u
     LEFT JOIN (SELECT user_id, count(*) AS n FROM recs GROUP BY user_id) c USING (user_id)
+    LEFT JOIN (SELECT user_id, count(*) AS n FROM owned GROUP BY user_id) o USING (user_id)
     WHERE coalesce(c.n, 0) < $n
 ),
-fill_rows AS (
+fill_rows AS (  -- a user can lose at most n_taken of the ranking's head to their list and owned items
     SELECT s.user_id, p.item_id, NULL::DOUBLE AS score, 1 AS tier, p.rank
-    FROM short_users s CROSS JOIN popular p
+    FROM short_users s JOIN popular p ON p.rank <= $n + s.n_taken
     ANTI JOIN owned o ON o.user_id = s.user_id AND o.item_id = p.item_id
 ),
 candidates AS (
