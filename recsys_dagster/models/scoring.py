@@ -56,6 +56,7 @@ def top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
         return best_cells(scores, *np.nonzero(finite), n)
     if k < n_cols:
         candidates = np.argpartition(scores, n_cols - k, axis=1)[:, n_cols - k :]
+        settle_boundary_ties(scores, candidates)
     else:
         candidates = np.tile(np.arange(n_cols), (n_rows, 1))
     candidate_scores = np.take_along_axis(scores, candidates, axis=1)
@@ -65,6 +66,17 @@ def top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     rows = np.repeat(np.arange(n_rows), k).reshape(n_rows, k)
     keep = np.isfinite(best)
     return rows[keep], columns[keep], best[keep].astype(np.float64)
+
+
+def settle_boundary_ties(scores: np.ndarray, candidates: np.ndarray) -> None:
+    """Make ``argpartition``'s pick deterministic: where a row's k-th best value is tied with cells
+    left out, take the lowest columns among the tied (as ``best_cells`` does), in place."""
+    k = candidates.shape[1]
+    threshold = np.take_along_axis(scores, candidates, axis=1).min(axis=1)
+    tied = np.count_nonzero(scores == threshold[:, None], axis=1)
+    picked = np.count_nonzero(np.take_along_axis(scores, candidates, axis=1) == threshold[:, None], axis=1)
+    for row in np.flatnonzero((tied > picked) & np.isfinite(threshold)):
+        candidates[row] = np.lexsort((np.arange(scores.shape[1]), -scores[row]))[:k]
 
 
 def best_cells(
