@@ -6,9 +6,11 @@ minutes apart on the same files, which cancels most of the noise. ``bench.pipeli
 
 - ingest:  the pipeline's ingest + validate steps vs DuckDB's bare ``read_csv`` of the same two
   files into tables of a fresh database file;
-- scoring: exact ALS scoring of every user with >= 2 items (``LoadedModel.recommend``, the code
+- scoring: exact ALS scoring of every user with >= 2 items (``LoadedModel.top_items``, the code
   publishing and evaluation use) vs this machine's float32 numpy matmul of the same shapes in the
   same batches (fraction of peak reached);
+- pruning: the champion searching only the most-interacted ``PRUNED_SHARE`` of the catalog vs
+  exact scoring, recall@20 on a sample of users (the ``candidate_share`` publish option);
 - naive:   batch scorers vs the loops a tutorial would write, on the same users, with the same
   top-N asserted equal. (a) The pipeline's SVD artifact scored by ``LoadedModel.recommend`` vs
   surprise's ``SVD.predict`` per (user, item) with the same learnt numbers. (b) User-based CF (cosine
@@ -38,8 +40,10 @@ from threadpoolctl import threadpool_limits
 
 from recsys_dagster.models.als import AlsConfig
 from recsys_dagster.models.matrix import load_matrix
+from recsys_dagster.evaluate.champion import latest_decision
 from recsys_dagster.models.registry import LoadedModel, load_latest, purchased_pairs
 from recsys_dagster.models.scoring import top_n
+from recsys_dagster.publish.assets import candidate_items
 
 TOP_N = 20
 #: (user, item) predictions the naive surprise loop makes before extrapolating (~20 s here).
@@ -47,6 +51,12 @@ NAIVE_PREDICTIONS_BUDGET = 1_500_000
 #: Users the user-CF comparison scores with each method (both then extrapolated to all eligible users).
 USER_CF_USERS = 300
 SAMPLE_SEED = 7
+#: The comparisons score the holdout fits every model asset makes (the serving fit exists for the
+#: champion only); the shapes are within a few percent of the published ones.
+COMPARE_FIT = "holdout"
+#: Catalog share searched by the pruned scorer, and the users whose recall@20 it is judged on.
+PRUNED_SHARE = 0.5
+PRUNING_USERS = 3000
 #: The dbt var ``event_weights`` defaults for RetailRocket's event types (view 1, addtocart 3, transaction 5).
 BARE_WEIGHTS = {"view": 1.0, "addtocart": 3.0, "transaction": 5.0}
 #: Scores are compared after rounding to this many decimals: dense and sparse sums of the same terms
@@ -106,10 +116,10 @@ def matmul_peak_seconds(user_factors: np.ndarray, item_factors: np.ndarray, batc
 
 def scoring_vs_peak(als: LoadedModel, users: np.ndarray, purchased: pd.DataFrame) -> dict:
     """ALS exact scoring throughput (GFLOP/s of its matmul work) as a fraction of the GEMM peak."""
-    fit = als.fit_arrays("serving")
+    fit = als.fit_arrays(COMPARE_FIT)
     positions = fit.user_index.get_indexer(users)
     known = users[positions >= 0]
-    elapsed, recs = timed_call(lambda: als.recommend(known, TOP_N, fit="serving", exclude=purchased))
+    elapsed, (_, rows, _, _) = timed_call(lambda: als.top_items(known, TOP_N, fit=COMPARE_FIT, exclude=purchased))
     user_factors = fit.dense["user_factors"][positions[positions >= 0]]
     item_factors = fit.dense["item_factors"]
     batch = max(1, 20_000_000 // max(1, fit.n_items))
@@ -119,12 +129,37 @@ def scoring_vs_peak(als: LoadedModel, users: np.ndarray, purchased: pd.DataFrame
         "users_scored": int(len(known)),
         "items": int(fit.n_items),
         "factors": int(item_factors.shape[1]),
-        "rows_out": int(len(recs)),
+        "rows_out": int(len(rows)),
         "scoring_seconds": round(elapsed, 2),
         "scoring_gflops": round(flops / elapsed / 1e9, 2),
         "matmul_seconds": round(peak, 2),
         "matmul_peak_gflops": round(flops / peak / 1e9, 2),
         "fraction_of_peak": round(peak / elapsed, 3),
+    }
+
+
+# --- catalog pruning vs exact -------------------------------------------------------------------
+
+
+def pruning_recall(con: duckdb.DuckDBPyConnection, model: LoadedModel, users: np.ndarray, purchased: pd.DataFrame) -> dict:
+    """recall@20 of the champion searching the most-interacted ``PRUNED_SHARE`` of the items vs
+    searching all of them, on a sample of users with >= 2 items, and the time of each."""
+    known = sample(users[model.fit_arrays(COMPARE_FIT).user_index.get_indexer(users) >= 0], PRUNING_USERS)
+    candidates = candidate_items(con, PRUNED_SHARE)
+    exact_seconds, exact = timed_call(lambda: model.recommend(known, TOP_N, fit=COMPARE_FIT, exclude=purchased))
+    pruned_seconds, pruned = timed_call(
+        lambda: model.recommend(known, TOP_N, fit=COMPARE_FIT, exclude=purchased, candidate_items=candidates)
+    )
+    found = exact.merge(pruned[["user_id", "item_id"]], on=["user_id", "item_id"]).shape[0]
+    return {
+        "model": model.model,
+        "users": int(len(known)),
+        "share": PRUNED_SHARE,
+        "candidate_items": len(candidates or []),
+        "recall_at_20": round(found / max(1, len(exact)), 4),
+        "exact_seconds": round(exact_seconds, 2),
+        "pruned_seconds": round(pruned_seconds, 2),
+        "speedup": round(exact_seconds / max(pruned_seconds, 1e-9), 2),
     }
 
 
@@ -138,7 +173,7 @@ def lists_by_user(frame: pd.DataFrame) -> dict[str, list[str]]:
 
 def surprise_model(als_or_svd: LoadedModel) -> SVD:
     """A live ``surprise.SVD`` holding the artifact's learnt numbers (what the artifact was fitted as)."""
-    fit = als_or_svd.fit_arrays("serving")
+    fit = als_or_svd.fit_arrays(COMPARE_FIT)
     d = fit.dense
     users = {raw: inner for inner, raw in enumerate(fit.user_ids.tolist())}
     items = {raw: inner for inner, raw in enumerate(fit.item_ids.tolist())}
@@ -172,9 +207,9 @@ def naive_surprise_top_n(model: SVD, item_ids: list[str], users: np.ndarray, own
 
 
 def svd_batch_vs_naive(svd_model: LoadedModel, users: np.ndarray, purchased: pd.DataFrame) -> dict:
-    fit = svd_model.fit_arrays("serving")
+    fit = svd_model.fit_arrays(COMPARE_FIT)
     known = users[fit.user_index.get_indexer(users) >= 0]
-    batch_seconds, batch = timed_call(lambda: svd_model.recommend(known, TOP_N, fit="serving", exclude=purchased))
+    batch_seconds, batch = timed_call(lambda: svd_model.recommend(known, TOP_N, fit=COMPARE_FIT, exclude=purchased))
     subset = sample(known, max(3, NAIVE_PREDICTIONS_BUDGET // max(1, fit.n_items)))
     owned = set(zip(purchased["user_id"].astype(str), purchased["item_id"].astype(str)))
     model = surprise_model(svd_model)
@@ -328,6 +363,7 @@ def run_comparisons(data_dir: Path, run_dir: Path, pipeline: dict, naive_users: 
         purchased = purchased_pairs(con, "fct_user_item_interactions")
         als, svd_model = load_latest(con, "als_model"), load_latest(con, "svd_model")
         results["user_cf"] = user_cf_batch_vs_naive(con, users)
+        results["pruning"] = pruning_recall(con, load_latest(con, latest_decision(con).model), users, purchased)
     results["scoring"] = scoring_vs_peak(als, users, purchased)
     results["svd_naive"] = svd_batch_vs_naive(svd_model, users, purchased)
     bare = bare_script(data_dir / "events.csv", run_dir)
@@ -338,7 +374,9 @@ def run_comparisons(data_dir: Path, run_dir: Path, pipeline: dict, naive_users: 
 
 
 def comparisons_markdown(results: dict) -> str:
-    ingest, scoring, svd_cmp, cf, bare = (results[k] for k in ("ingest", "scoring", "svd_naive", "user_cf", "bare"))
+    ingest, scoring, svd_cmp, cf, bare, pruning = (
+        results[k] for k in ("ingest", "scoring", "svd_naive", "user_cf", "bare", "pruning")
+    )
     rows = [
         ("ingest + validate vs DuckDB bare `read_csv` into a table",
          f"{ingest['pipeline_ingest_validate_seconds']:.1f} s vs {ingest['bare_read_csv_seconds']:.1f} s",
@@ -358,6 +396,10 @@ def comparisons_markdown(results: dict) -> str:
          f"top-20 equal: {cf['top_n_equal']})",
          f"{cf['dense_seconds_extrapolated']:,.0f} s vs {cf['sparse_seconds_extrapolated']:,.0f} s",
          f"**{cf['speedup']:,.1f}x faster**"),
+        (f"{pruning['model']} searching the most-interacted {pruning['share']:.0%} of the catalog "
+         f"({pruning['candidate_items']:,} items) vs all of it, {pruning['users']:,} sampled users with >= 2 items",
+         f"recall@20 {pruning['recall_at_20']:.3f}; {pruning['pruned_seconds']:.1f} s vs {pruning['exact_seconds']:.1f} s",
+         f"**{pruning['speedup']:.2f}x faster**"),
         ("whole pipeline vs bare script (CSV -> numpy, ALS fit, score users with >= 2 items, Parquet)",
          f"{bare['pipeline_seconds']:.1f} s vs {bare['bare_total_seconds']:.1f} s (bare: load "
          f"{bare['bare_load_seconds']:.1f}, fit {bare['bare_fit_seconds']:.1f}, score {bare['bare_score_seconds']:.1f}, "

@@ -12,8 +12,8 @@ from dagster import Definitions, in_process_executor, load_asset_checks_from_mod
 
 from recsys_dagster.automation.failures import pipeline_failure_sensor
 from recsys_dagster.automation.freshness import apply_published_freshness
-from recsys_dagster.automation.jobs import refresh_recommendations
-from recsys_dagster.automation.schedules import nightly_refresh
+from recsys_dagster.automation.jobs import refresh_recommendations, tune_hyperparameters
+from recsys_dagster.automation.schedules import nightly_refresh, weekly_tuning
 from recsys_dagster.automation.sensors import inbox_sensor
 from recsys_dagster.evaluate import assets as evaluate_assets
 from recsys_dagster.features import checks as feature_checks
@@ -31,8 +31,8 @@ STAGE_MODULES = [
 defs = Definitions(
     assets=apply_published_freshness(load_assets_from_modules(STAGE_MODULES)),
     asset_checks=load_asset_checks_from_modules(STAGE_MODULES),
-    jobs=[refresh_recommendations],
-    schedules=[nightly_refresh],
+    jobs=[refresh_recommendations, tune_hyperparameters],
+    schedules=[nightly_refresh, weekly_tuning],
     sensors=[inbox_sensor, pipeline_failure_sensor],
     resources=build_resources(),
     executor=in_process_executor,

@@ -13,13 +13,15 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 from scipy.sparse import csr_matrix, load_npz, save_npz
 
-from recsys_dagster.models.matrix import id_array
+from recsys_dagster.models.matrix import FIT_TABLES, checked_table, id_array, table_fingerprint
 
 
 @dataclass
@@ -32,15 +34,20 @@ class FitArrays:
     sparse: dict[str, csr_matrix] = field(default_factory=dict)
     #: Sizes of the data the fit was trained on (reported in params.json and the Dagster UI).
     stats: dict[str, int] = field(default_factory=dict)
-    #: id -> position lookups, built once so scoring maps whole id columns with ``get_indexer``.
-    user_index: pd.Index = field(init=False, repr=False)
-    item_index: pd.Index = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.user_ids = id_array(self.user_ids)
         self.item_ids = id_array(self.item_ids)
-        self.user_index = pd.Index(self.user_ids)
-        self.item_index = pd.Index(self.item_ids)
+
+    @cached_property
+    def user_index(self) -> pd.Index:
+        """id -> position lookup, built on first use (a million-user index is not free, and the
+        small per-batch fits made while scoring never need one)."""
+        return pd.Index(self.user_ids)
+
+    @cached_property
+    def item_index(self) -> pd.Index:
+        return pd.Index(self.item_ids)
 
     @property
     def n_items(self) -> int:
@@ -75,7 +82,7 @@ def save_fit(fit: FitArrays, folder: Path) -> None:
     np.savez(folder / "ids.npz", user_ids=fit.user_ids, item_ids=fit.item_ids)
     np.savez(folder / "arrays.npz", **fit.dense)
     for name, matrix in fit.sparse.items():
-        save_npz(folder / f"sparse_{name}.npz", matrix)
+        save_npz(folder / f"sparse_{name}.npz", matrix, compressed=False)  # zlib cost seconds per fit
 
 
 def load_fit(folder: Path) -> FitArrays:
@@ -104,3 +111,42 @@ def write_params(folder: Path, document: dict[str, object]) -> Path:
     path = folder / "params.json"
     path.write_text(json.dumps(document, indent=2, sort_keys=True, default=str))
     return path
+
+
+def latest_artifact(con: duckdb.DuckDBPyConnection, model: str) -> Path | None:
+    """The folder of ``model``'s newest registered artifact (None before any registration)."""
+    registered = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'ml' AND table_name = 'model_registry'"
+    ).fetchone()[0]
+    row = con.execute(
+        "SELECT artifact_dir FROM ml.model_registry WHERE model = ? ORDER BY trained_at DESC, model_version DESC LIMIT 1",
+        [model],
+    ).fetchone() if registered else None
+    return Path(row[0]) if row else None
+
+
+def reusable_fit(
+    con: duckdb.DuckDBPyConnection, model: str, table: str, hyperparameters: dict[str, object]
+) -> FitArrays | None:
+    """``model``'s latest fit on ``table`` when it was trained with the same value of every
+    hyperparameter it records and on the same data (recorded fingerprint), else None.
+
+    Lets a model built on another one (repeat-aware on ALS) load its factors instead of refitting
+    them: the same parameters on the same rows give the same factors, so only time is saved.
+    ``use_tuned`` is not compared: it says where values came from, not what they are.
+    """
+    artifact_dir = latest_artifact(con, model)
+    if artifact_dir is None or not (artifact_dir / "params.json").is_file():
+        return None
+    fit = {name: fit for fit, name in FIT_TABLES.items()}[checked_table(table)]
+    params = json.loads((artifact_dir / "params.json").read_text())
+    same_recipe = all(
+        hyperparameters.get(name) == value for name, value in params["hyperparameters"].items() if name != "use_tuned"
+    )
+    if not same_recipe or not (artifact_dir / fit).is_dir():
+        return None
+    if params.get("fingerprints", {}).get(fit) != table_fingerprint(con, table):
+        return None
+    reused = load_fit(artifact_dir / fit)
+    reused.stats = {name: params["fits"][fit][name] for name in ("n_users", "n_items", "nnz")}
+    return reused

@@ -1,10 +1,13 @@
-"""The validation split and the model assets: each model is fitted three times and registered as
+"""The validation split and the model assets: each model is fitted twice here and registered as
 one versioned artifact.
 
 The "validation" fit (on ``ml.validation_train_user_item``) picks the champion and tunes; the
-"holdout" fit (on ``fct_train_user_item``) is what the test-window evaluation reports; the
-"serving" fit (on ``fct_user_item_interactions``) is what gets published. All come from the same
-hyperparameters in the same run, so the published model is the evaluated recipe on more data.
+"holdout" fit (on ``fct_train_user_item``) is what the test-window evaluation reports. The
+"serving" fit (on ``fct_user_item_interactions``) is what gets published: it is made by the
+publish step (``registry.ensure_fit``) for the approved champion and the models publishing reads,
+from the hyperparameters recorded here, so the published model is the evaluated recipe on more
+data while the challengers never pay for a fit nobody publishes (at RetailRocket size one ALS fit
+costs about as much as the rest of a model step together).
 """
 
 
@@ -25,7 +28,7 @@ from recsys_dagster.automation.retries import STEP_RETRY_POLICY
 from recsys_dagster.metadata import frame_preview, timed
 from recsys_dagster.models.artifacts import new_model_version, save_fit, write_params
 from recsys_dagster.models.matrix import FIT_TABLES, table_fingerprint
-from recsys_dagster.models.registry import MODEL_SPECS, register_model
+from recsys_dagster.models.registry import MODEL_SPECS, TRAINING_FITS, register_model
 from recsys_dagster.models.tuning import TuningConfig, tune, with_tuned_defaults
 from recsys_dagster.models.validation import build_validation_split
 from recsys_dagster.resources import WAREHOUSE_POOL, RecsysPaths, WarehouseResource
@@ -36,38 +39,48 @@ MODEL_DEPS = [AssetKey("validation_split"), AssetKey("fct_train_user_item"), Ass
 def train_and_register(
     context: AssetExecutionContext, model: str, config: Config, warehouse: WarehouseResource, paths: RecsysPaths
 ) -> MaterializeResult:
-    """Fit ``model`` on both tables, save the artifact folder, append the registry row."""
+    """Fit ``model`` on the validation and holdout tables, save the artifact folder, append the registry row.
+
+    The fingerprints of all three tables are recorded, the serving table's too: the version names
+    the data its later serving fit will see, and another model may reuse a fit only on equal data.
+    """
     spec = MODEL_SPECS[model]
     with warehouse.get_connection() as con:
         config = with_tuned_defaults(con, model, config)
         hyperparameters = config.model_dump()
         fingerprints = {fit: table_fingerprint(con, table) for fit, table in FIT_TABLES.items()}
         fits, seconds = {}, {}
-        for fit, table in FIT_TABLES.items():
+        for fit in TRAINING_FITS:
             with timed() as watch:
-                fits[fit] = spec.fit(con, table, config)
+                fits[fit] = spec.fit(con, FIT_TABLES[fit], config)
             seconds[fit] = watch.seconds
         model_version = new_model_version(hyperparameters, fingerprints)
         artifact_dir = paths.models_path() / model / model_version
         for fit, arrays in fits.items():
             save_fit(arrays, artifact_dir / fit)
         fit_reports = {
-            fit: {"table": table, "fit_seconds": seconds[fit], "fingerprint": fingerprints[fit], **fits[fit].stats}
-            for fit, table in FIT_TABLES.items()
+            fit: {"table": FIT_TABLES[fit], "fit_seconds": seconds[fit], "fingerprint": fingerprints[fit], **fits[fit].stats}
+            for fit in TRAINING_FITS
         }
         write_params(
             artifact_dir,
-            {"model": model, "model_version": model_version, "hyperparameters": hyperparameters, "fits": fit_reports},
+            {
+                "model": model,
+                "model_version": model_version,
+                "hyperparameters": hyperparameters,
+                "fingerprints": fingerprints,
+                "fits": fit_reports,
+            },
         )
-        serving = fits["serving"].stats
+        holdout = fits["holdout"].stats
         register_model(
             con,
             model=model,
             model_version=model_version,
             artifact_dir=artifact_dir,
             hyperparameters=hyperparameters,
-            n_users=serving["n_users"],
-            n_items=serving["n_items"],
+            n_users=holdout["n_users"],
+            n_items=holdout["n_items"],
             run_id=context.run.run_id,
         )
     context.log.info(f"{model} {model_version} saved to {artifact_dir}")
@@ -77,20 +90,20 @@ def train_and_register(
 def model_metadata(
     model_version: str, artifact_dir: str, hyperparameters: dict[str, object], fit_reports: dict[str, dict]
 ) -> dict[str, object]:
-    """Serving-fit sizes under plain names (what gets published), holdout sizes prefixed."""
-    serving, holdout = fit_reports["serving"], fit_reports["holdout"]
+    """Holdout-fit sizes under plain names (what the test window judges), validation sizes prefixed."""
+    holdout, validation = fit_reports["holdout"], fit_reports["validation"]
     return {
         "model_version": MetadataValue.text(model_version),
         "artifact_path": MetadataValue.path(artifact_dir),
         "params": MetadataValue.json(hyperparameters),
-        "n_users": MetadataValue.int(serving["n_users"]),
-        "n_items": MetadataValue.int(serving["n_items"]),
-        "nnz": MetadataValue.int(serving["nnz"]),
-        "fit_seconds": MetadataValue.float(serving["fit_seconds"]),
-        "holdout_n_users": MetadataValue.int(holdout["n_users"]),
-        "holdout_n_items": MetadataValue.int(holdout["n_items"]),
-        "holdout_nnz": MetadataValue.int(holdout["nnz"]),
-        "holdout_fit_seconds": MetadataValue.float(holdout["fit_seconds"]),
+        "n_users": MetadataValue.int(holdout["n_users"]),
+        "n_items": MetadataValue.int(holdout["n_items"]),
+        "nnz": MetadataValue.int(holdout["nnz"]),
+        "fit_seconds": MetadataValue.float(holdout["fit_seconds"]),
+        "validation_n_users": MetadataValue.int(validation["n_users"]),
+        "validation_n_items": MetadataValue.int(validation["n_items"]),
+        "validation_nnz": MetadataValue.int(validation["nnz"]),
+        "validation_fit_seconds": MetadataValue.float(validation["fit_seconds"]),
     }
 
 
@@ -142,11 +155,13 @@ def model_tuning(context: AssetExecutionContext, config: TuningConfig, warehouse
     )
 
 
-def model_asset(model: str, description: str) -> AssetsDefinition:
-    """The asset that trains ``model`` with its spec's Config class as run configuration."""
+def model_asset(model: str, description: str, after: tuple[str, ...] = ()) -> AssetsDefinition:
+    """The asset that trains ``model`` with its spec's Config class as run configuration; ``after``
+    names model assets whose artifacts its fit reuses (so they must be trained first)."""
     config_class = MODEL_SPECS[model].config_class
+    args = {**MODEL_ASSET_ARGS, "deps": [*MODEL_DEPS, *(AssetKey(name) for name in after)]}
 
-    @asset(name=model, description=description, **MODEL_ASSET_ARGS)
+    @asset(name=model, description=description, **args)
     def train(
         context: AssetExecutionContext, config: config_class, warehouse: WarehouseResource, paths: RecsysPaths
     ) -> MaterializeResult:
@@ -169,7 +184,9 @@ item_knn_model = model_asset("item_knn_model", "Item-item cosine neighbours (bas
 item_knn_bm25_model = model_asset("item_knn_bm25_model", "Item-item BM25 neighbours (baseline).")
 user_knn_model = model_asset("user_knn_model", "User-based cosine kNN, top-20 neighbours, weighted average (baseline).")
 repeat_aware_model = model_asset(
-    "repeat_aware_model", "The user's own recent items (recency- and intensity-weighted) blended with ALS."
+    "repeat_aware_model",
+    "The user's own recent items (recency- and intensity-weighted) blended with ALS (reuses als_model's fits).",
+    after=("als_model",),
 )
 
 MODEL_ASSETS = [

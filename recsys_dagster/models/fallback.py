@@ -18,13 +18,14 @@ GLOBAL_USER = "__all_users__"
 
 TOP_UP_SQL = """
 WITH short_users AS (
-    SELECT u.user_id FROM users u
+    SELECT u.user_id, coalesce(c.n, 0) + coalesce(o.n, 0) AS n_taken FROM users u
     LEFT JOIN (SELECT user_id, count(*) AS n FROM recs GROUP BY user_id) c USING (user_id)
+    LEFT JOIN (SELECT user_id, count(*) AS n FROM owned GROUP BY user_id) o USING (user_id)
     WHERE coalesce(c.n, 0) < $n
 ),
-fill_rows AS (
+fill_rows AS (  -- a user can lose at most n_taken of the ranking's head to their list and owned items
     SELECT s.user_id, p.item_id, NULL::DOUBLE AS score, 1 AS tier, p.rank
-    FROM short_users s CROSS JOIN popular p
+    FROM short_users s JOIN popular p ON p.rank <= $n + s.n_taken
     ANTI JOIN owned o ON o.user_id = s.user_id AND o.item_id = p.item_id
 ),
 candidates AS (
@@ -74,3 +75,96 @@ def top_up_from_popularity(
         con.register("popular", popular)
         con.register("owned", owned[["user_id", "item_id"]])
         return con.execute(TOP_UP_SQL, {"n": n}).df()
+
+
+#: Users with fewer distinct items get the fallback list, not a model's: one interaction says too
+#: little for a personal ranking, and skipping them halves the users a full refresh scores.
+MIN_ITEMS_FOR_MODEL = 2
+
+#: The published list of every user of ``dim_users``, built in DuckDB from the champion's rows
+#: (``model_recs``: user_id, rank, item_id, score), the global popularity ranking (``popular``:
+#: rank, item_id) and the pairs never to recommend (``owned``). Users the model filled keep its
+#: list as is; every other user gets the model's rows (if any), then the most popular items of
+#: the last ``$recent_days`` in the category of the item they touched last (when the catalog has
+#: categories), then global popularity; never an owned or unavailable item, no duplicates.
+PUBLISHED_RECOMMENDATIONS_SQL = """
+WITH model AS (
+    SELECT CAST(user_id AS VARCHAR) AS user_id, CAST(item_id AS VARCHAR) AS item_id, score, rank FROM model_recs
+),
+model_counts AS (SELECT user_id, count(*) AS n_model FROM model GROUP BY user_id),
+owned_counts AS (SELECT user_id, count(*) AS n_owned FROM owned GROUP BY user_id),
+short AS (
+    SELECT u.user_id, coalesce(m.n_model, 0) + coalesce(o.n_owned, 0) AS n_taken
+    FROM dim_users u LEFT JOIN model_counts m USING (user_id) LEFT JOIN owned_counts o USING (user_id)
+    WHERE coalesce(m.n_model, 0) < $n
+),
+browsed AS (
+    SELECT f.user_id, arg_max(i.category, f.last_event_time) AS category
+    FROM fct_user_item_interactions f JOIN short s USING (user_id) JOIN dim_items i USING (item_id)
+    WHERE i.category IS NOT NULL
+    GROUP BY f.user_id
+),
+recent AS (
+    SELECT i.category, f.item_id, count(*) AS n_recent_users
+    FROM fct_user_item_interactions f JOIN dim_items i USING (item_id)
+    WHERE f.last_event_time >= (SELECT max(last_event_time) FROM fct_user_item_interactions)
+                               - to_days(CAST($recent_days AS INTEGER))
+      AND i.category IN (SELECT category FROM browsed) AND coalesce(i.available, true)
+    GROUP BY ALL
+),
+lists AS (
+    SELECT category, item_id, 1 AS tier,
+           row_number() OVER (PARTITION BY category ORDER BY n_recent_users DESC, item_id) AS rank
+    FROM recent
+    UNION ALL
+    SELECT c.category, p.item_id, 2 AS tier, p.rank
+    FROM (SELECT DISTINCT category FROM browsed UNION ALL SELECT NULL) c CROSS JOIN popular p
+),
+fallback AS (
+    SELECT category, item_id, tier, row_number() OVER (PARTITION BY category ORDER BY tier, rank) AS rank
+    FROM (
+        SELECT * FROM lists QUALIFY row_number() OVER (PARTITION BY category, item_id ORDER BY tier, rank) = 1
+    )
+),
+fill AS (
+    SELECT s.user_id, f.item_id, NULL::DOUBLE AS score, f.tier, f.rank
+    FROM short s LEFT JOIN browsed b USING (user_id)
+    JOIN fallback f ON f.category IS NOT DISTINCT FROM b.category AND f.rank <= $n + s.n_taken
+    ANTI JOIN owned o ON o.user_id = s.user_id AND o.item_id = f.item_id
+    ANTI JOIN model m ON m.user_id = s.user_id AND m.item_id = f.item_id
+),
+short_lists AS (
+    SELECT user_id, item_id, score, tier,
+           row_number() OVER (PARTITION BY user_id ORDER BY tier, rank) AS list_rank
+    FROM (
+        SELECT user_id, item_id, score, 0 AS tier, rank FROM model SEMI JOIN short USING (user_id)
+        UNION ALL
+        SELECT * FROM fill
+    )
+    QUALIFY list_rank <= $n
+)
+SELECT user_id, CAST(rank AS INTEGER) AS rank, item_id, score, 0 AS tier FROM model ANTI JOIN short USING (user_id)
+UNION ALL
+SELECT user_id, CAST(list_rank AS INTEGER) AS rank, item_id, score, tier FROM short_lists
+"""
+
+
+def published_recommendations(
+    con: duckdb.DuckDBPyConnection,
+    model_recs: object,
+    popular: pd.DataFrame,
+    owned: pd.DataFrame,
+    n: int,
+    recent_days: int,
+) -> object:
+    """Every ``dim_users`` user's top ``n`` (``PUBLISHED_RECOMMENDATIONS_SQL``) as an Arrow table
+    [user_id, rank, item_id, score, tier]; tier 0 = the model, 1 = recent in their category,
+    2 = global popularity. ``model_recs`` is any table DuckDB can scan (Arrow, pandas)."""
+    views = {"model_recs": model_recs, "popular": popular[["rank", "item_id"]], "owned": owned[["user_id", "item_id"]]}
+    for name, table in views.items():
+        con.register(name, table)
+    try:
+        return con.sql(PUBLISHED_RECOMMENDATIONS_SQL, params={"n": n, "recent_days": recent_days}).to_arrow_table()
+    finally:
+        for name in views:
+            con.unregister(name)

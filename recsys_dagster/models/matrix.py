@@ -60,6 +60,8 @@ def checked_table(table: str) -> str:
 
 def id_array(ids: object) -> np.ndarray:
     """Ids as a fixed-width unicode array: saves to ``.npz`` without pickling and compares fast."""
+    if isinstance(ids, np.ndarray) and ids.dtype.kind == "U":
+        return ids
     values = np.asarray(ids, dtype=object)
     return values.astype(str) if len(values) else np.array([], dtype="<U1")
 

@@ -9,6 +9,7 @@ same code is what makes the evaluated numbers describe the published tables.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,11 +20,22 @@ import numpy as np
 import pandas as pd
 from dagster import Config
 from scipy.sparse import csr_matrix
+from threadpoolctl import threadpool_limits
 
+from recsys_dagster.metadata import timed
 from recsys_dagster.models import als, baselines, repeat, svd
-from recsys_dagster.models.artifacts import FitArrays, load_fit
-from recsys_dagster.models.matrix import Fit, checked_table, pairs_matrix
-from recsys_dagster.models.scoring import batch_size, mask_cells, ranks_within_rows, top_n
+from recsys_dagster.models.artifacts import FitArrays, load_fit, save_fit, write_params
+from recsys_dagster.models.matrix import FIT_TABLES, Fit, checked_table, pairs_matrix
+from recsys_dagster.models.scoring import (
+    FACTOR_BATCH_USERS,
+    batch_size,
+    factor_top_n,
+    mask_cells,
+    ranked_cells,
+    ranks_within_rows,
+    top_n,
+    top_n_of_cells,
+)
 
 #: Every model trained each run; the first four keep their historic names (publishing reads
 #: popularity_model and item_knn_model by name).
@@ -38,6 +50,8 @@ MODEL_NAMES = (
     "popularity_recent_model",
 )
 FITS = ("validation", "holdout", "serving")
+#: The fits every model asset makes; "serving" is made on demand by ``ensure_fit`` for what gets published.
+TRAINING_FITS = ("validation", "holdout")
 
 REGISTRY_DDL = """
 CREATE SCHEMA IF NOT EXISTS ml;
@@ -55,9 +69,57 @@ def cosine_similarities(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return ((vectors[rows] @ vectors.T) / np.outer(norms[rows], norms)).astype(np.float64)
 
 
+def positive_cells(matrix: csr_matrix) -> csr_matrix:
+    """The cells of ``matrix`` with a positive value: item-kNN's evidence (``no_evidence_to_minus_inf``)."""
+    kept = matrix.multiply(matrix > 0).tocsr()
+    kept.eliminate_zeros()
+    return kept
+
+
 def popularity_keys(fit: FitArrays, count: int) -> np.ndarray:
     """Popularity ranks every user alike; the key is minus the stored position (best first)."""
     return np.broadcast_to(-np.arange(fit.n_items, dtype=np.float64), (count, fit.n_items)).copy()
+
+
+#: Users whose candidate columns are scored together by an own-items model (``FactorRanking.own``):
+#: the union of their candidates grows with the group, so the dense block grows with its square.
+OWN_AWARE_GROUP = 64
+
+
+#: (user vectors, item vectors, per-user offset or None): the model's score of (u, i) is
+#: ``users[u] . items[i] + offset[u]``.
+FactorVectors = tuple[np.ndarray, np.ndarray, np.ndarray | None]
+
+
+def als_vectors(fit: FitArrays) -> FactorVectors:
+    return fit.dense["user_factors"], fit.dense["item_factors"], None
+
+
+def svd_vectors(fit: FitArrays) -> FactorVectors:
+    """SVD's estimate ``mean + bu + bi + pu . qi`` as ``[pu, 1] . [qi, bi] + (mean + bu)``, in float64
+    like surprise, so the ranking equals its ``predict`` loop to the last bit that matters."""
+    d = fit.dense
+    users = np.hstack([d["pu"], np.ones((len(d["pu"]), 1))])
+    items = np.hstack([d["qi"], d["bi"][:, None]])
+    return users, items, float(d["global_mean"]) + d["bu"]
+
+
+@dataclass(frozen=True)
+class FactorRanking:
+    """A model that ranks by a dot product of factors (``vectors``), so scoring can use implicit's
+    batched top-k instead of dense rows of every item.
+
+    ``own`` names a sparse users x items matrix of items the model may rank above their dot
+    product (the repeat-aware model's history). Outside them the score must rise with the dot
+    product and depend on the rest of the row only through its minimum and maximum. Then the
+    top-n lies within the dot product's top-(n + own items) plus the own items, and scoring the
+    model on just those columns plus the row's arg-min and arg-max (which fix any min-max
+    scaling) reproduces the full-row ranking. Item-indexed arrays: dense ``item_*`` (rows) and
+    every sparse matrix (columns); user-indexed: dense ``user_*`` and sparse rows.
+    """
+
+    vectors: Callable[[FitArrays], FactorVectors] = als_vectors
+    own: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +137,9 @@ class ModelSpec:
     similar: Callable[[FitArrays, np.ndarray], np.ndarray] | None = None
     user_agnostic: bool = False
     reported_score: Callable[[FitArrays, np.ndarray, np.ndarray], np.ndarray] = lambda fit, cols, keys: keys
+    factor_ranking: FactorRanking | None = None
+    #: ``similar`` as a sparse matrix of its positive cells (neighbourhood models): ranked without dense rows.
+    similar_cells: Callable[[FitArrays, np.ndarray], csr_matrix] | None = None
 
 
 MODEL_SPECS: dict[str, ModelSpec] = {
@@ -83,8 +148,14 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         fit=als.fit_als,
         score=als.score_als,
         similar=lambda fit, rows: cosine_similarities(als.item_vectors_als(fit), rows),
+        factor_ranking=FactorRanking(),
     ),
-    "svd_model": ModelSpec(config_class=svd.SvdConfig, fit=svd.fit_svd, score=svd.score_svd),
+    "svd_model": ModelSpec(
+        config_class=svd.SvdConfig,
+        fit=svd.fit_svd,
+        score=svd.score_svd,
+        factor_ranking=FactorRanking(vectors=svd_vectors),
+    ),
     "popularity_model": ModelSpec(
         config_class=baselines.PopularityConfig,
         fit=baselines.fit_popularity,
@@ -97,9 +168,13 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         fit=baselines.fit_item_knn,
         score=baselines.score_item_knn,
         similar=baselines.similar_item_knn,
+        similar_cells=lambda fit, rows: positive_cells(fit.sparse["similarity"][rows]),
     ),
     "repeat_aware_model": ModelSpec(
-        config_class=repeat.RepeatAwareConfig, fit=repeat.fit_repeat_aware, score=repeat.score_repeat_aware
+        config_class=repeat.RepeatAwareConfig,
+        fit=repeat.fit_repeat_aware,
+        score=repeat.score_repeat_aware,
+        factor_ranking=FactorRanking(own="history"),
     ),
     "user_knn_model": ModelSpec(
         config_class=baselines.UserKnnConfig, fit=baselines.fit_user_knn, score=baselines.score_user_knn
@@ -109,6 +184,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         fit=baselines.fit_item_knn,
         score=baselines.score_item_knn,
         similar=baselines.similar_item_knn,
+        similar_cells=lambda fit, rows: positive_cells(fit.sparse["similarity"][rows]),
     ),
     "popularity_recent_model": ModelSpec(
         config_class=baselines.PopularityRecentConfig,
@@ -233,19 +309,39 @@ class LoadedModel:
             self._fits[fit] = load_fit(self.artifact_dir / fit)
         return self._fits[fit]
 
-    def recommend(
+    def recommend(self, user_ids: Sequence[str], n: int, fit: Fit, **options: object) -> pd.DataFrame:
+        """Top-``n`` items per user: DataFrame[user_id, rank, item_id, score], ranks 1..k (k <= n).
+
+        ``options``: ``exclude``, ``banned_items``, ``candidate_items`` as in ``top_items``.
+        """
+        users, rows, cols, scores = self.top_items(user_ids, n, fit, **options)
+        return pd.DataFrame(
+            {
+                "user_id": users.to_numpy(dtype=object)[rows],
+                "rank": ranks_within_rows(rows),
+                "item_id": self.fit_arrays(fit).item_ids.astype(object)[cols],
+                "score": scores,
+            }
+        )
+
+    def top_items(
         self,
         user_ids: Sequence[str],
         n: int,
         fit: Fit,
         exclude: pd.DataFrame | None = None,
         banned_items: Sequence[str] = (),
-    ) -> pd.DataFrame:
-        """Top-``n`` items per user: DataFrame[user_id, rank, item_id, score], ranks 1..k (k <= n).
+        candidate_items: Sequence[str] | None = None,
+    ) -> tuple[pd.Index, np.ndarray, np.ndarray, np.ndarray]:
+        """Top-``n`` items per user as arrays: (scored users, position in them, item column of the
+        fit, score), rows grouped by user and best first (publishing turns them into a table
+        without pandas; ``recommend`` into a DataFrame).
 
         Users unknown to the fit are absent (popularity knows everyone); ``exclude`` holds
         (user_id, item_id) pairs never to return, ``banned_items`` items never to return to anyone
-        (e.g. marked unavailable in the catalog). No item appears twice for a user.
+        (e.g. marked unavailable in the catalog). ``candidate_items`` (None = every item) prunes the
+        catalog searched; a user's own items stay candidates for models that rank them. No item
+        appears twice for a user.
         """
         arrays = self.fit_arrays(fit)
         requested = unique_ids(user_ids)
@@ -260,25 +356,23 @@ class LoadedModel:
             arrays.item_index,
         )
         banned = banned_columns(arrays, banned_items)
-        step = batch_size(arrays.n_items)
-        batches = [slice(start, start + step) for start in range(0, len(users), step)]
-        frames = [self._recommend_batch(arrays, users[b], user_rows[b], excluded[b], banned, n) for b in batches]
-        return pd.concat(frames, ignore_index=True) if frames else _empty_frame("user_id", "item_id")
-
-    def _recommend_batch(
-        self, arrays: FitArrays, users: pd.Index, rows: np.ndarray, excluded: csr_matrix, banned: np.ndarray, n: int
-    ) -> pd.DataFrame:
-        keys = mask_cells(self.spec.score(arrays, rows), excluded)
-        keys[:, banned] = -np.inf
-        batch_rows, cols, best = top_n(keys, n)
-        return pd.DataFrame(
-            {
-                "user_id": users.to_numpy(dtype=object)[batch_rows],
-                "rank": ranks_within_rows(batch_rows),
-                "item_id": arrays.item_ids.astype(object)[cols],
-                "score": self.spec.reported_score(arrays, cols, best).astype(np.float64),
-            }
+        columns = (
+            np.arange(arrays.n_items) if candidate_items is None else np.sort(banned_columns(arrays, candidate_items))
         )
+        ranking = self.spec.factor_ranking
+        pruned = np.union1d(banned, np.setdiff1d(np.arange(arrays.n_items), columns))
+        if self.spec.user_agnostic:
+            rows, cols, keys = shared_ranking_top_items(self.spec.score, arrays, len(user_rows), excluded, pruned, n)
+        elif ranking is None:
+            rows, cols, keys = dense_top_items(self.spec.score, arrays, user_rows, excluded, pruned, n)
+        elif ranking.own is None:
+            rows, cols, keys = factor_top_items(FactorSearch.over(ranking, arrays, excluded, banned, columns), user_rows, n)
+        else:
+            search = FactorSearch.over(ranking, arrays, excluded, banned, columns)
+            rows, cols, keys = own_aware_top_items(
+                self.spec.score, arrays.sparse[ranking.own], search, arrays, user_rows, excluded, banned, n
+            )
+        return users, rows, cols, self.spec.reported_score(arrays, cols, keys).astype(np.float64)
 
     def similar_items(
         self, item_ids: Sequence[str] | None, n: int, fit: Fit, banned_items: Sequence[str] = ()
@@ -304,10 +398,15 @@ class LoadedModel:
         return pd.concat(frames, ignore_index=True) if frames else _empty_frame("item_id", "similar_item_id")
 
     def _similar_batch(self, arrays: FitArrays, rows: np.ndarray, banned: np.ndarray, n: int) -> pd.DataFrame:
-        scores = self.spec.similar(arrays, rows)
-        scores[np.arange(len(rows)), rows] = -np.inf
-        scores[:, banned] = -np.inf
-        batch_rows, cols, best = top_n(scores, n)
+        if self.spec.similar_cells is not None:
+            cells = self.spec.similar_cells(arrays, rows).tocoo()
+            values = np.where(np.isin(cells.col, banned) | (cells.col == rows[cells.row]), -np.inf, cells.data)
+            batch_rows, cols, best = ranked_cells(cells.row, cells.col, values.astype(np.float64), n)
+        else:
+            scores = self.spec.similar(arrays, rows)
+            scores[np.arange(len(rows)), rows] = -np.inf
+            scores[:, banned] = -np.inf
+            batch_rows, cols, best = top_n(scores, n)
         item_ids = arrays.item_ids.astype(object)
         return pd.DataFrame(
             {
@@ -323,6 +422,191 @@ class LoadedModel:
         if self.model != "svd_model":
             raise NotImplementedError(f"predict_ratings is defined for svd_model only, not {self.model}")
         return svd.predict_svd(self.fit_arrays(fit), pairs)
+
+
+def read_params(loaded: LoadedModel) -> dict[str, object]:
+    return json.loads((loaded.artifact_dir / "params.json").read_text())
+
+
+def ensure_fit(con: duckdb.DuckDBPyConnection, loaded: LoadedModel, fit: Fit = "serving") -> FitArrays:
+    """``loaded``'s ``fit``, fitting it now from the recorded hyperparameters if the artifact lacks it.
+
+    The model assets make only the validation and holdout fits; publishing calls this for the
+    approved champion and the models it reads, so only those pay for a serving fit. The fit is
+    written to a temporary folder and renamed into place, so a killed fit never leaves a
+    half-written folder that a later run would take for a complete one.
+    """
+    folder = loaded.artifact_dir / fit
+    if not folder.is_dir():
+        config = loaded.spec.config_class(**loaded.params)
+        with timed() as watch:
+            arrays = loaded.spec.fit(con, FIT_TABLES[fit], config)
+        staging = loaded.artifact_dir / f".{fit}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        save_fit(arrays, staging)
+        staging.rename(folder)
+        params = read_params(loaded)
+        params["fits"][fit] = {"table": FIT_TABLES[fit], "fit_seconds": watch.seconds, **arrays.stats}
+        write_params(loaded.artifact_dir, params)
+    return loaded.fit_arrays(fit)
+
+
+TopItems = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def joined(parts: list[TopItems]) -> TopItems:
+    """Per-batch (row, column, key) arrays, rows already offset to the whole request, as one."""
+    if not parts:
+        empty = np.array([], dtype=np.int64)
+        return empty, empty, np.array([], dtype=np.float64)
+    return tuple(np.concatenate(column) for column in zip(*parts))  # type: ignore[return-value]
+
+
+def dense_top_items(
+    score: Callable[[FitArrays, np.ndarray], np.ndarray],
+    arrays: FitArrays,
+    user_rows: np.ndarray,
+    excluded: csr_matrix,
+    banned: np.ndarray,
+    n: int,
+) -> TopItems:
+    """Any model: dense score rows of every item, batch by batch, masked, then ``top_n``."""
+    step = batch_size(arrays.n_items)
+    parts = []
+    for start in range(0, len(user_rows), step):
+        keys = mask_cells(score(arrays, user_rows[start : start + step]), excluded[start : start + step])
+        keys[:, banned] = -np.inf
+        rows, cols, best = top_n(keys, n)
+        parts.append((rows + start, cols, best))
+    return joined(parts)
+
+
+def shared_ranking_top_items(
+    score: Callable[[FitArrays, np.ndarray], np.ndarray],
+    arrays: FitArrays,
+    n_users: int,
+    excluded: csr_matrix,
+    banned: np.ndarray,
+    n: int,
+) -> TopItems:
+    """A user-agnostic model (popularity): one ranking, then each user's first ``n`` items of it that
+    they may get; only the ranking's head (``n`` + the most exclusions any user has) is looked at."""
+    keys = score(arrays, np.zeros(1, dtype=np.int64))[0]
+    keys[banned] = -np.inf
+    depth = min(arrays.n_items, n + int(excluded.getnnz(axis=1).max(initial=0)))
+    head = np.lexsort((np.arange(arrays.n_items), -keys))[:depth]  # ties: lower column first, as top_n
+    allowed = ~excluded[:, head].toarray() & np.isfinite(keys[head])[None, :]
+    allowed &= np.cumsum(allowed, axis=1) <= n
+    rows, positions = np.nonzero(allowed)
+    return rows, head[positions], keys[head[positions]].astype(np.float64)
+
+
+def local_positions(columns: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Positions inside the sorted ``columns`` of the ``wanted`` columns that are among them."""
+    positions = np.searchsorted(columns, wanted)
+    inside = positions < len(columns)
+    found = positions[inside][columns[positions[inside]] == wanted[inside]]
+    return found
+
+
+def factor_top_items(search: FactorSearch, user_rows: np.ndarray, n: int) -> TopItems:
+    """A pure dot-product model: implicit's top-k over the searched columns, exclusions inside."""
+    parts = []
+    for start in range(0, len(user_rows), FACTOR_BATCH_USERS):
+        batch = slice(start, start + FACTOR_BATCH_USERS)
+        rows, cols, best = search.top(user_rows[batch], batch, n)
+        if search.offsets is not None:
+            best = best + search.offsets[user_rows[batch]][rows]
+        parts.append((rows + start, cols, best))
+    return joined(parts)
+
+
+@dataclass(frozen=True)
+class FactorSearch:
+    """A factor model's vectors restricted to the searched ``columns``, with the exclusions and
+    banned items in those columns' positions: what every top-k call over a user batch needs."""
+
+    user_vectors: np.ndarray
+    item_vectors: np.ndarray
+    offsets: np.ndarray | None
+    excluded: csr_matrix
+    banned: np.ndarray
+    columns: np.ndarray
+
+    @classmethod
+    def over(
+        cls, ranking: FactorRanking, arrays: FitArrays, excluded: csr_matrix, banned: np.ndarray, columns: np.ndarray
+    ) -> FactorSearch:
+        user_vectors, item_vectors, offsets = ranking.vectors(arrays)
+        return cls(
+            user_vectors, item_vectors[columns], offsets, excluded[:, columns], local_positions(columns, banned), columns
+        )
+
+    def top(self, user_rows: np.ndarray, batch: slice, depth: int) -> TopItems:
+        """The best ``depth`` allowed items of ``user_rows`` (rows ``batch`` of the request), in fit columns."""
+        rows, cols, best = factor_top_n(
+            self.user_vectors[user_rows], self.item_vectors, depth, self.excluded[batch], self.banned
+        )
+        return rows, self.columns[cols], best
+
+    def bottom(self, user_rows: np.ndarray) -> TopItems:
+        """Each user's lowest-scoring searched item (exclusions ignored: it fixes a min-max scale)."""
+        rows, cols, best = factor_top_n(
+            -self.user_vectors[user_rows], self.item_vectors, 1, None, np.array([], dtype=np.int64)
+        )
+        return rows, self.columns[cols], best
+
+
+def users_by_items(arrays: FitArrays, user_rows: np.ndarray, item_columns: np.ndarray) -> FitArrays:
+    """``arrays`` cut down to ``user_rows`` x ``item_columns`` (see ``FactorRanking`` for which
+    arrays are user- or item-indexed): a small fit the model scores exactly like the full one."""
+    dense = {
+        name: values[user_rows] if name.startswith("user_") else values[item_columns] if name.startswith("item_")
+        else values
+        for name, values in arrays.dense.items()
+    }
+    sparse = {name: matrix[user_rows][:, item_columns] for name, matrix in arrays.sparse.items()}
+    return FitArrays(
+        user_ids=arrays.user_ids[user_rows], item_ids=arrays.item_ids[item_columns], dense=dense, sparse=sparse
+    )
+
+
+def own_aware_top_items(
+    score: Callable[[FitArrays, np.ndarray], np.ndarray],
+    own: csr_matrix,
+    search: FactorSearch,
+    arrays: FitArrays,
+    user_rows: np.ndarray,
+    excluded: csr_matrix,
+    banned: np.ndarray,
+    n: int,
+) -> TopItems:
+    """A dot-product model with ``own`` items (``FactorRanking.own``): candidates from implicit's
+    top-k, then the model's own ``score`` on the candidate columns of small groups of users."""
+    parts = []
+    for start in range(0, len(user_rows), FACTOR_BATCH_USERS):
+        rows_slice = slice(start, start + FACTOR_BATCH_USERS)
+        batch = user_rows[rows_slice]
+        batch_own, batch_excluded = own[batch], excluded[rows_slice]
+        own_counts = batch_own.getnnz(axis=1)
+        top_rows, top_cols, _ = search.top(batch, rows_slice, n + int(own_counts.max(initial=0)))
+        needed = ranks_within_rows(top_rows) <= n + own_counts[top_rows]  # each user's own depth
+        low_rows, low_cols, _ = search.bottom(batch)
+        candidates = csr_matrix(
+            (np.ones(int(needed.sum()) + len(low_rows), dtype=bool),
+             (np.r_[top_rows[needed], low_rows], np.r_[top_cols[needed], low_cols])),
+            shape=(len(batch), arrays.n_items),
+        ) + batch_own.astype(bool) + batch_excluded
+        with threadpool_limits(limits=1, user_api="blas"):  # small products: BLAS threads only cost here
+            for group in range(0, len(batch), OWN_AWARE_GROUP):
+                members = slice(group, group + OWN_AWARE_GROUP)
+                union = np.unique(candidates[members].indices)
+                keys = score(users_by_items(arrays, batch[members], union), np.arange(len(batch[members])))
+                keys = mask_cells(keys, batch_excluded[members][:, union])
+                keys[:, local_positions(union, banned)] = -np.inf
+                rows, cols, best = top_n_of_cells(keys, candidates[members][:, union], n)
+                parts.append((rows + start + group, union[cols], best))
+    return joined(parts)
 
 
 def banned_columns(arrays: FitArrays, banned_items: Sequence[str]) -> np.ndarray:

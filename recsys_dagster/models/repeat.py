@@ -20,7 +20,7 @@ from pydantic import Field
 from scipy.sparse import csr_matrix
 
 from recsys_dagster.models.als import AlsConfig, fit_als, score_als
-from recsys_dagster.models.artifacts import FitArrays
+from recsys_dagster.models.artifacts import FitArrays, reusable_fit
 from recsys_dagster.models.matrix import checked_table
 
 
@@ -55,7 +55,10 @@ def recency_weighted_history(
 
 
 def fit_repeat_aware(con: duckdb.DuckDBPyConnection, table: str, config: RepeatAwareConfig) -> FitArrays:
-    fit = fit_als(con, table, config)
+    """ALS factors plus the history the blend needs; the factors are als_model's own fit of ``table``
+    when it used the same ALS parameters on the same data (saves a whole ALS fit), else fitted here."""
+    fit = reusable_fit(con, "als_model", table, config.model_dump())
+    fit = fit if fit is not None else fit_als(con, table, config)
     fit.sparse["history"] = recency_weighted_history(con, table, fit, config.half_life_days)
     fit.dense["repeat_weight"] = np.array(config.repeat_weight)
     return fit

@@ -1,13 +1,29 @@
-"""Vectorized top-n selection shared by every model's recommend and similar-items paths."""
+"""Vectorized top-n selection shared by every model's recommend and similar-items paths.
+
+Two paths: ``top_n`` over a dense batch of scores (any model), and ``factor_top_n`` for models that
+rank by a dot product of factors, which hands whole user batches to implicit's multi-threaded
+top-k (BLAS matmul in float32, exclusions applied inside, a heap per row): no dense float64 copy,
+no negated copy, no separate masking pass.
+"""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+from implicit.cpu.topk import topk
 from scipy.sparse import csr_matrix
+from threadpoolctl import threadpool_limits
 
 #: Cells of a dense score batch (rows x items) scored at once: about 160 MB of float64, so a
 #: large catalog gets smaller user batches instead of exhausting memory.
 BATCH_CELLS = 20_000_000
+#: Users per call of implicit's top-k: big enough to keep the matmul BLAS-bound, while its own
+#: internal batches bound the memory.
+FACTOR_BATCH_USERS = 65_536
+THREADS = os.cpu_count() or 1
+#: Below this share of finite cells a dense batch is ranked by sorting its finite cells.
+SPARSE_SHARE = 0.05
 
 
 def batch_size(n_items: int) -> int:
@@ -25,7 +41,9 @@ def top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     """The best ``n`` finite scores of every row, best first: (row, column, score) arrays.
 
     -inf marks a cell that must not be returned (excluded, or no evidence), so a row can yield
-    fewer than ``n`` entries. ``argpartition`` keeps this O(items) per row instead of a full sort.
+    fewer than ``n`` entries. ``argpartition`` keeps this O(items) per row instead of a full sort;
+    a batch that is mostly -inf (neighbourhood models: only co-occurring items have a score) sorts
+    just its finite cells instead, as ``argpartition`` is slowest on runs of equal values.
     Rows come out grouped and in order, each row's entries by rank.
     """
     n_rows, n_cols = scores.shape
@@ -33,8 +51,12 @@ def top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     if k <= 0 or n_rows == 0:
         empty = np.array([], dtype=np.int64)
         return empty, empty, np.array([], dtype=np.float64)
+    finite = np.isfinite(scores)
+    if np.count_nonzero(finite) < SPARSE_SHARE * finite.size:
+        return best_cells(scores, *np.nonzero(finite), n)
     if k < n_cols:
-        candidates = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        candidates = np.argpartition(scores, n_cols - k, axis=1)[:, n_cols - k :]
+        settle_boundary_ties(scores, candidates)
     else:
         candidates = np.tile(np.arange(n_cols), (n_rows, 1))
     candidate_scores = np.take_along_axis(scores, candidates, axis=1)
@@ -44,6 +66,72 @@ def top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     rows = np.repeat(np.arange(n_rows), k).reshape(n_rows, k)
     keep = np.isfinite(best)
     return rows[keep], columns[keep], best[keep].astype(np.float64)
+
+
+def settle_boundary_ties(scores: np.ndarray, candidates: np.ndarray) -> None:
+    """Make ``argpartition``'s pick deterministic: where a row's k-th best value is tied with cells
+    left out, take the lowest columns among the tied (as ``best_cells`` does), in place."""
+    k = candidates.shape[1]
+    threshold = np.take_along_axis(scores, candidates, axis=1).min(axis=1)
+    tied = np.count_nonzero(scores == threshold[:, None], axis=1)
+    picked = np.count_nonzero(np.take_along_axis(scores, candidates, axis=1) == threshold[:, None], axis=1)
+    for row in np.flatnonzero((tied > picked) & np.isfinite(threshold)):
+        candidates[row] = np.lexsort((np.arange(scores.shape[1]), -scores[row]))[:k]
+
+
+def best_cells(
+    scores: np.ndarray, rows: np.ndarray, cols: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``top_n`` among the given (row, column) cells only (same contract); -inf cells are dropped."""
+    return ranked_cells(rows, cols, scores[rows, cols], n)
+
+
+def ranked_cells(
+    rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The best ``n`` finite of (row, column, value) cells per row, as ``top_n`` returns them."""
+    finite = np.isfinite(values)
+    rows, cols, values = rows[finite], cols[finite], values[finite]
+    order = np.lexsort((cols, -values, rows))  # by row, best first, ties: lower column first
+    rows, cols, values = rows[order], cols[order], values[order]
+    keep = ranks_within_rows(rows) <= n
+    return rows[keep], cols[keep], values[keep].astype(np.float64)
+
+
+def top_n_of_cells(scores: np.ndarray, cells: csr_matrix, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``top_n`` restricted to the stored ``cells`` of each row: when rows have a few dozen
+    candidates among thousands of columns, only those are sorted."""
+    return best_cells(scores, *cells.nonzero(), n)
+
+
+def factor_top_n(
+    user_vectors: np.ndarray, item_vectors: np.ndarray, n: int, exclude: csr_matrix | None, banned: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``top_n`` of ``user_vectors @ item_vectors.T`` without materializing it: (row, column, score).
+
+    ``exclude`` (users x items, boolean) holds each row's forbidden columns, ``banned`` columns
+    forbidden to every row. Same contract as ``top_n``: rows grouped in order, best first.
+    float64 vectors are scored in float64; implicit gives filtered cells its dtype's lowest value.
+    """
+    k = min(n, len(item_vectors))
+    if k <= 0 or len(user_vectors) == 0:
+        empty = np.array([], dtype=np.int64)
+        return empty, empty, np.array([], dtype=np.float64)
+    dtype = np.float64 if np.float64 in (user_vectors.dtype, item_vectors.dtype) else np.float32
+    # implicit splits the users over THREADS itself; a multi-threaded BLAS under each of them
+    # oversubscribes the cores (measured: 3.4 s -> 0.9 s for 15k users x 12k items here).
+    with threadpool_limits(limits=1, user_api="blas"):
+        ids, scores = topk(
+            np.ascontiguousarray(item_vectors, dtype=dtype),
+            np.ascontiguousarray(user_vectors, dtype=dtype),
+            k,
+            filter_query_items=exclude.astype(np.float32) if exclude is not None and exclude.nnz else None,
+            filter_items=banned.astype(np.int32) if len(banned) else None,
+            num_threads=THREADS,
+        )
+    keep = scores > np.finfo(dtype).min
+    rows = np.repeat(np.arange(len(user_vectors)), k).reshape(-1, k)
+    return rows[keep], ids[keep].astype(np.int64), scores[keep].astype(np.float64)
 
 
 def ranks_within_rows(rows: np.ndarray) -> np.ndarray:

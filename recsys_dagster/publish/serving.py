@@ -19,8 +19,11 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 RECOMMENDATIONS_PER_USER = 20
+#: A table to publish: pandas for the small ones, Arrow for the millions of recommendation rows.
+Frame = pd.DataFrame | pa.Table
 
 #: The public SQL contract: table -> ordered (column, type). Changing it needs a README migration note.
 SERVING_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
@@ -90,10 +93,11 @@ INVARIANTS: dict[str, str] = {
 }
 
 
-def _create_table(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame) -> None:
+def _create_table(con: duckdb.DuckDBPyConnection, table: str, frame: Frame) -> None:
     """Create ``table`` with the contract's column types and fill it from ``frame``."""
     columns = SERVING_TABLES[table]
-    missing = [name for name, _ in columns if name not in frame.columns]
+    present = frame.column_names if isinstance(frame, pa.Table) else list(frame.columns)
+    missing = [name for name, _ in columns if name not in present]
     if missing:
         raise PublishInvariantError(f"{table}: missing columns {missing}")
     con.execute(f"CREATE TABLE {table} ({', '.join(f'{name} {kind}' for name, kind in columns)})")
@@ -149,7 +153,7 @@ def _staging_file(target: Path) -> Iterator[Path]:
 
 
 def publish_serving_file(
-    serving_path: Path, tables: dict[str, pd.DataFrame], purchased: pd.DataFrame
+    serving_path: Path, tables: dict[str, Frame], purchased: pd.DataFrame
 ) -> dict[str, int]:
     """Write ``tables`` into a new serving file, check the invariants, swap it in; row counts back.
 

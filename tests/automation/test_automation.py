@@ -109,3 +109,12 @@ def test_sensor_ignores_links_that_leave_the_inbox(pipeline_env: Path) -> None:
     _age(outside, 60)
     (pipeline_env / "inbox_dir" / "sneaky.csv").symlink_to(outside)
     assert isinstance(inbox_sensor(build_sensor_context()), SkipReason)
+
+
+def test_tuning_runs_weekly_in_its_own_job_not_in_the_nightly_refresh() -> None:
+    nightly = defs.resolve_job_def("refresh_recommendations").asset_layer.selected_asset_keys
+    weekly = defs.resolve_job_def("tune_hyperparameters").asset_layer.selected_asset_keys
+    assert AssetKey("model_tuning") not in nightly and AssetKey("als_model") in nightly
+    assert weekly == {AssetKey("model_tuning")}
+    schedule = defs.resolve_schedule_def("weekly_tuning")
+    assert (schedule.cron_schedule, schedule.job_name) == ("0 4 * * 0", "tune_hyperparameters")

@@ -1,5 +1,7 @@
 """The validation split, every model asset and model_evaluation, materialized together on Online Retail."""
 
+import json
+
 import duckdb
 import pandas as pd
 import pytest
@@ -8,7 +10,7 @@ from dagster import AssetKey, materialize
 from recsys_dagster.evaluate.assets import model_evaluation
 from recsys_dagster.evaluate.champion import select_champion
 from recsys_dagster.models.assets import MODEL_ASSETS, item_knn_model, popularity_model
-from recsys_dagster.models.registry import MODEL_NAMES, load_latest
+from recsys_dagster.models.registry import MODEL_NAMES, ensure_fit, load_latest
 
 RANKING_NAMES = ["precision", "recall", "ndcg", "map", "hit_rate", "coverage"]
 #: Every ranking metric name: both windows (val_ = validation), K = 10 and 20, both relevance definitions.
@@ -83,20 +85,21 @@ def test_evaluation_metadata_counts_holdout_and_cold_users(trained_retail, retai
 def test_model_metadata_reports_sizes_version_and_params(trained_retail, retail_con) -> None:
     metadata = metadata_of(trained_retail, "als_model")
     n_users, n_items, nnz = retail_con.execute(
-        "SELECT count(DISTINCT user_id), count(DISTINCT item_id), count(*) FROM fct_user_item_interactions"
+        "SELECT count(DISTINCT user_id), count(DISTINCT item_id), count(*) FROM fct_train_user_item WHERE strength > 0"
     ).fetchone()
     assert (metadata["n_users"], metadata["n_items"], metadata["nnz"]) == (n_users, n_items, nnz)
     assert metadata["model_version"] == load_latest(retail_con, "als_model").model_version
     assert metadata["params"] == {
         "factors": 64, "regularization": 0.05, "alpha": 10.0, "iterations": 15, "random_state": 42, "use_tuned": True
     }
-    assert metadata["fit_seconds"] >= 0 and metadata["holdout_nnz"] < nnz
+    assert metadata["fit_seconds"] >= 0 and 0 < metadata["validation_nnz"] < nnz
 
 
 def test_model_assets_depend_on_the_dbt_marts() -> None:
+    marts = {AssetKey("validation_split"), AssetKey("fct_train_user_item"), AssetKey("fct_user_item_interactions")}
+    reused = {"repeat_aware_model": {AssetKey("als_model")}}  # loads als_model's fits instead of refitting
     for asset in MODEL_ASSETS:
-        marts = {AssetKey("validation_split"), AssetKey("fct_train_user_item"), AssetKey("fct_user_item_interactions")}
-        assert set(asset.asset_deps[asset.key]) == marts
+        assert set(asset.asset_deps[asset.key]) == marts | reused.get(asset.key.path[-1], set())
         assert asset.group_names_by_key[asset.key] == "models"
     assert set(model_evaluation.asset_deps[model_evaluation.key]) == {
         *(AssetKey(name) for name in MODEL_NAMES),
@@ -137,8 +140,11 @@ def test_hyperparameters_come_from_run_config(retail_db, make_resources, tmp_pat
     with duckdb.connect(str(database), read_only=True) as con:
         knn, popularity = load_latest(con, "item_knn_model"), load_latest(con, "popularity_model")
         all_items = con.execute("SELECT count(DISTINCT item_id) FROM fct_user_item_interactions").fetchone()[0]
+        fits = {path.name for path in knn.artifact_dir.iterdir() if path.is_dir()}
+        ensure_fit(con, knn), ensure_fit(con, popularity)
     assert knn.params == {"similarity": "bm25", "neighbours": 5, "bm25_k1": 1.2, "bm25_b": 0.75}
-    assert set(knn.artifact_dir.iterdir()) >= {knn.artifact_dir / fit for fit in ("validation", "holdout", "serving")}
+    assert fits == {"validation", "holdout"}, "training makes no serving fit: publishing makes the champion's"
+    assert json.loads((knn.artifact_dir / "params.json").read_text())["fits"]["serving"]["nnz"] > 0
     assert popularity.params == {"recent_days": 1}
     similarity = knn.fit_arrays("serving").sparse["similarity"]
     assert similarity.getnnz(axis=1).max() <= 5

@@ -13,7 +13,15 @@ from implicit.nearest_neighbours import ItemItemRecommender
 
 from recsys_dagster.models.baselines import PopularityConfig, fit_popularity
 from recsys_dagster.models.matrix import pairs_matrix
-from recsys_dagster.models.registry import MODEL_NAMES, LoadedModel, load_latest, purchased_pairs
+from recsys_dagster.models.scoring import top_n
+from recsys_dagster.models.registry import (
+    MODEL_NAMES,
+    LoadedModel,
+    dense_top_items,
+    ensure_fit,
+    load_latest,
+    purchased_pairs,
+)
 
 UNKNOWN_USER = "no-such-customer"
 
@@ -25,6 +33,13 @@ def assert_well_formed(recs: pd.DataFrame, key: str, item: str, n: int) -> None:
     assert (ranks["min"] == 1).all() and (ranks["max"] == ranks["count"]).all() and (ranks["count"] <= n).all()
     scores = recs.sort_values([key, "rank"]).groupby(key)["score"]
     assert scores.apply(lambda s: bool(np.all(np.diff(s.to_numpy()) <= 1e-9))).all(), "scores must not rise with rank"
+
+
+@pytest.fixture(autouse=True)
+def serving_fits(retail_con: duckdb.DuckDBPyConnection) -> None:
+    """Training makes the validation and holdout fits; the serving fit is made on demand (publishing)."""
+    for model in MODEL_NAMES:
+        ensure_fit(retail_con, load_latest(retail_con, model))
 
 
 @pytest.fixture()
@@ -174,9 +189,10 @@ def test_artifacts_are_versioned_numpy_files_with_params(retail_con, trained_ret
         assert loaded.artifact_dir == trained_retail["models_dir"] / row.model / row.model_version
         params = json.loads((loaded.artifact_dir / "params.json").read_text())
         assert params["model_version"] == row.model_version and params["hyperparameters"] == loaded.params
-        serving = params["fits"]["serving"]
-        assert (serving["n_users"], serving["n_items"]) == (row.n_users, row.n_items)
+        holdout = params["fits"]["holdout"]
+        assert (holdout["n_users"], holdout["n_items"]) == (row.n_users, row.n_items)
         assert params["fits"]["holdout"]["nnz"] < params["fits"]["serving"]["nnz"]
+        assert set(params["fingerprints"]) == {"validation", "holdout", "serving"}
         files = {p.suffix for p in loaded.artifact_dir.rglob("*") if p.is_file()}
         assert files == {".json", ".npz"}
 
@@ -187,3 +203,59 @@ def test_load_latest_errors_clearly(tmp_path, retail_con) -> None:
     with duckdb.connect(str(tmp_path / "empty.duckdb")) as con:
         with pytest.raises(LookupError, match="materialize the als_model"):
             load_latest(con, "als_model")
+
+
+@pytest.mark.parametrize("model", ["als_model", "repeat_aware_model", "svd_model"])
+def test_factor_rankings_equal_dense_scoring_of_every_item(model: str, retail_con) -> None:
+    """The implicit top-k paths (no dense users x items rows) return exactly the dense ranking."""
+    loaded = load_latest(retail_con, model)
+    arrays = loaded.fit_arrays("holdout")
+    exclude = purchased_pairs(retail_con, "fct_train_user_item")
+    users = arrays.user_ids[:: max(1, len(arrays.user_ids) // 300)]
+    banned = list(arrays.item_ids[:3]) if model == "als_model" else []
+
+    _, rows, cols, scores = loaded.top_items(users, 20, fit="holdout", exclude=exclude, banned_items=banned)
+
+    user_rows = arrays.user_index.get_indexer(users)
+    excluded = pairs_matrix(exclude, pd.Index(users), arrays.item_index)
+    dense_rows, dense_cols, dense_scores = dense_top_items(
+        loaded.spec.score, arrays, user_rows, excluded, np.arange(3 if banned else 0), 20
+    )
+    np.testing.assert_array_equal(rows, dense_rows)
+    np.testing.assert_allclose(scores, dense_scores, rtol=1e-5, atol=1e-6)
+    assert (cols == dense_cols).mean() > 0.99, "only float32 near-ties may swap places"
+    assert len(rows) == 20 * len(users)
+
+
+def test_candidate_items_prune_the_catalog_but_keep_own_items(retail_con) -> None:
+    loaded = load_latest(retail_con, "repeat_aware_model")
+    arrays = loaded.fit_arrays("holdout")
+    popular = retail_con.execute(
+        "SELECT item_id FROM fct_train_user_item GROUP BY item_id ORDER BY count(*) DESC, item_id LIMIT 200"
+    ).df()["item_id"]
+    users = arrays.user_ids[:100]
+    own = set(zip(*arrays.sparse["history"][arrays.user_index.get_indexer(users)].nonzero()))
+
+    recs = loaded.recommend(users, 20, fit="holdout", candidate_items=popular)
+
+    positions = zip(arrays.user_index.get_indexer(recs["user_id"]), arrays.item_index.get_indexer(recs["item_id"]))
+    outside = [pair for item, pair in zip(recs["item_id"], positions) if item not in set(popular)]
+    assert outside and all(pair in own for pair in outside), "only own items may come from outside the candidates"
+    assert recs.groupby("user_id").size().eq(20).all()
+
+
+def test_item_knn_similar_items_from_sparse_cells_equal_the_dense_rows(retail_con) -> None:
+    loaded = load_latest(retail_con, "item_knn_model")
+    arrays = loaded.fit_arrays("holdout")
+    rows = np.arange(0, arrays.n_items, 7)
+    banned = list(arrays.item_ids[:5])
+
+    sparse = loaded.similar_items(arrays.item_ids[rows], 10, fit="holdout", banned_items=banned)
+
+    dense = loaded.spec.similar(arrays, rows)
+    dense[np.arange(len(rows)), rows] = -np.inf
+    dense[:, :5] = -np.inf
+    dense_rows, cols, best = top_n(dense, 10)
+    assert sparse["similar_item_id"].tolist() == arrays.item_ids[cols].tolist()
+    assert sparse["item_id"].tolist() == arrays.item_ids[rows[dense_rows]].tolist()
+    np.testing.assert_allclose(sparse["score"], best)
