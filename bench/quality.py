@@ -41,11 +41,11 @@ from recsys_dagster.evaluate.assets import (
 )
 from recsys_dagster.evaluate.metrics import per_user_ranking
 from recsys_dagster.models.assets import MODEL_ASSETS, validation_split
+from recsys_dagster.models.marts import QUANTILE_CUTOFF, build_marts, pipeline_resources
 from recsys_dagster.models.registry import LoadedModel, load_latest, registered_models
 from recsys_dagster.models.svd import holdout_ratings, training_ratings
 from recsys_dagster.models.tuning import SVD_GRID, sampled_grid
 from recsys_dagster.settings import PROJECT_ROOT
-from tests.models.conftest import QUANTILE_CUTOFF, build_marts, pipeline_resources
 
 SHARED = Path(os.environ.get("RECSYS_SHARED_DATASETS", PROJECT_ROOT.parent / "shared" / "datasets"))
 BOOTSTRAP_SAMPLES = 1000
