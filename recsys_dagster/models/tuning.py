@@ -3,15 +3,21 @@
 Each trial fits on ``ml.validation_train_user_item`` and is scored on
 ``ml.validation_holdout_interactions`` (the test window is never seen): ALS by NDCG@10 of the
 warm users' lists (cold users get popularity whatever the parameters), SVD by RMSE on the window's
-ratings. Every trial is appended to ``ml.tuning_runs``; the best of each model is marked
-``selected`` and becomes the defaults of the next training run (``use_tuned`` in the model's
-Config), read from the warehouse so nobody copies numbers by hand.
+ratings. The repeat-aware challenger is tuned after ALS, on the selected ALS fit: its own-history
+knobs (``repeat_weight``, ``half_life_days``, ``own_ranking``, ``own_cap``) only change the scoring,
+so its trials cost no refit. Lists are scored under the shop's ``repurchase`` policy (bought items
+excluded unless it is on), as evaluation and publishing score them. Every trial is appended to
+``ml.tuning_runs``; the best of each model is marked ``selected`` and becomes the defaults of the
+next training run (``use_tuned`` in the model's Config), read from the warehouse so nobody copies
+numbers by hand.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,7 +29,9 @@ from pydantic import Field
 
 from recsys_dagster.evaluate.metrics import ranking_metrics, rmse
 from recsys_dagster.models.als import AlsConfig, fit_als
+from recsys_dagster.models.artifacts import FitArrays
 from recsys_dagster.models.registry import LoadedModel, purchased_pairs
+from recsys_dagster.models.repeat import RepeatAwareConfig, with_own_history
 from recsys_dagster.models.svd import SvdConfig, fit_svd, predict_svd, validation_ratings
 from recsys_dagster.models.validation import VALIDATION_HOLDOUT_TABLE, VALIDATION_TRAIN_TABLE
 
@@ -35,19 +43,26 @@ CREATE TABLE IF NOT EXISTS ml.tuning_runs (
 );
 """
 
-ALS_GRID = {"factors": [32, 64, 128], "regularization": [0.01, 0.05, 0.1], "alpha": [1.0, 10.0, 40.0],
-            "iterations": [15, 30]}
-SVD_GRID = {"n_factors": [20, 50, 100], "n_epochs": [20, 40], "lr_all": [0.005, 0.01], "reg_all": [0.02, 0.1]}
-#: Which tuned model's parameters a model takes (the repeat-aware challenger blends ALS).
-TUNED_SOURCE = {"als_model": "als_model", "repeat_aware_model": "als_model", "svd_model": "svd_model"}
+ALS_GRID = {"factors": [32, 64, 128], "regularization": [0.01, 0.05, 0.5], "alpha": [1.0, 10.0, 40.0],
+            "iterations": [15, 30], "weighting": ["none", "bm25"]}
+SVD_GRID = {"n_factors": [20, 50, 100, 200], "n_epochs": [20, 40, 80], "lr_all": [0.005, 0.01],
+            "reg_all": [0.02, 0.05, 0.1]}
+#: The repeat-aware knobs (models/repeat.py); a day is 1440 invoices on Online Retail's invoice clock.
+REPEAT_GRID = {"repeat_weight": [0.3, 0.6, 0.9, 0.999], "half_life_days": [0.05, 1.0, 14.0],
+               "own_ranking": ["intensity", "recency", "both"], "own_cap": [0, 3, 10]}
 
 
 class TuningConfig(Config):
     """The budget: how many grid points per model are tried (sampled with ``seed``, reproducibly)."""
 
-    als_trials: int = Field(default=4, ge=1, le=54)
-    svd_trials: int = Field(default=4, ge=1, le=24)
+    als_trials: int = Field(default=4, ge=1, le=108)
+    svd_trials: int = Field(default=4, ge=1, le=72)
+    repeat_trials: int = Field(default=12, ge=1, le=108)
     seed: int = 42
+    repurchase: bool = Field(
+        default=False,
+        description="The shop's policy, as model_evaluation's: True lets bought items come back in the lists scored.",
+    )
 
 
 def sampled_grid(grid: dict[str, list], trials: int, seed: int) -> list[dict[str, object]]:
@@ -57,14 +72,15 @@ def sampled_grid(grid: dict[str, list], trials: int, seed: int) -> list[dict[str
     return [points[i] for i in sorted(chosen)]
 
 
-def als_validation_ndcg(con: duckdb.DuckDBPyConnection, config: AlsConfig) -> float:
-    """NDCG@10 of the warm validation users' ALS lists (owned items excluded, as published)."""
-    fit = fit_als(con, VALIDATION_TRAIN_TABLE, config)
+def warm_validation_ndcg(con: duckdb.DuckDBPyConnection, model: str, fit: FitArrays, repurchase: bool) -> float:
+    """NDCG@10 of the warm validation users' lists of ``fit`` scored as ``model`` (owned items excluded
+    unless ``repurchase``, as published)."""
     relevant = con.execute(f"SELECT user_id, item_id FROM {VALIDATION_HOLDOUT_TABLE} WHERE user_in_train").df()
     if relevant.empty:
         return float("nan")
-    trial = LoadedModel("als_model", "trial", Path(), {}, _fits={"validation": fit})
-    recs = trial.recommend(relevant["user_id"], 10, fit="validation", exclude=purchased_pairs(con, VALIDATION_TRAIN_TABLE))
+    exclude = None if repurchase else purchased_pairs(con, VALIDATION_TRAIN_TABLE)
+    trial = LoadedModel(model, "trial", Path(), {}, _fits={"validation": fit})
+    recs = trial.recommend(relevant["user_id"], 10, fit="validation", exclude=exclude)
     return ranking_metrics(recs, relevant, 10, fit.n_items)["ndcg@10"]
 
 
@@ -75,31 +91,77 @@ def svd_validation_rmse(con: duckdb.DuckDBPyConnection, config: SvdConfig) -> fl
     return rmse(rated["rating"], predict_svd(fit_svd(con, VALIDATION_TRAIN_TABLE, config), rated))
 
 
+@dataclass(frozen=True)
+class Search:
+    """One model's budgeted search: ``score(point)`` for every sampled point of ``grid``."""
+
+    model: str
+    metric: str
+    higher_is_better: bool
+    grid: dict[str, list]
+    trials: int
+    score: Callable[[dict[str, object]], float]
+
+
+def run_search(search: Search, run_id: str, seed: int) -> pd.DataFrame:
+    """The search's trials as ``ml.tuning_runs`` rows, the best one ``selected`` (none if all are NaN)."""
+    points = sampled_grid(search.grid, search.trials, seed)
+    values = np.array([search.score(point) for point in points], dtype=np.float64)
+    best = -1
+    if np.isfinite(values).any():
+        best = int(np.nanargmax(values) if search.higher_is_better else np.nanargmin(values))
+    return pd.DataFrame(
+        {
+            "run_id": run_id,
+            "model": search.model,
+            "trial": np.arange(len(points), dtype=np.int32),
+            "params_json": [json.dumps(point, sort_keys=True) for point in points],
+            "metric": search.metric,
+            "value": values,
+            "selected": np.arange(len(points)) == best,
+            "tuned_at": datetime.now(UTC).replace(tzinfo=None),
+        }
+    )
+
+
+def selected_point(trials: pd.DataFrame) -> dict[str, object]:
+    """The selected trial's parameters ({} when no trial gave a number)."""
+    chosen = trials.loc[trials["selected"], "params_json"]
+    return json.loads(chosen.iloc[0]) if len(chosen) else {}
+
+
+def repeat_search(con: duckdb.DuckDBPyConnection, als_point: dict[str, object], config: TuningConfig) -> Search:
+    """The repeat-aware knobs on top of the selected ALS parameters: one ALS fit, every trial rescores it.
+    Each trial's stored parameters are complete (ALS + knobs), so the next run takes them as they are."""
+    als_fit = fit_als(con, VALIDATION_TRAIN_TABLE, AlsConfig(use_tuned=False, **als_point))
+
+    def score(point: dict[str, object]) -> float:
+        knobs = RepeatAwareConfig(use_tuned=False, **point)  # point = ALS choice + knobs
+        fresh = FitArrays(als_fit.user_ids, als_fit.item_ids, dense=dict(als_fit.dense), stats=als_fit.stats)
+        fit = with_own_history(con, VALIDATION_TRAIN_TABLE, fresh, knobs)
+        return warm_validation_ndcg(con, "repeat_aware_model", fit, config.repurchase)
+
+    grid = {**{name: [value] for name, value in als_point.items()}, **REPEAT_GRID}
+    return Search("repeat_aware_model", "val_ndcg@10_warm", True, grid, config.repeat_trials, score)
+
+
 def tune(con: duckdb.DuckDBPyConnection, run_id: str, config: TuningConfig) -> pd.DataFrame:
-    """Run the budgeted search, append every trial to ``ml.tuning_runs``, return the trials."""
-    searches = [
-        ("als_model", "val_ndcg@10_warm", True, AlsConfig, ALS_GRID, config.als_trials, als_validation_ndcg),
-        ("svd_model", "val_rmse", False, SvdConfig, SVD_GRID, config.svd_trials, svd_validation_rmse),
-    ]
-    frames = []
-    for model, metric, higher_is_better, config_class, grid, trials, score in searches:
-        params = sampled_grid(grid, trials, config.seed)
-        values = np.array([score(con, config_class(use_tuned=False, **point)) for point in params], dtype=np.float64)
-        best = int(np.nanargmax(values) if higher_is_better else np.nanargmin(values)) if np.isfinite(values).any() else -1
-        frames.append(
-            pd.DataFrame(
-                {
-                    "run_id": run_id,
-                    "model": model,
-                    "trial": np.arange(len(params), dtype=np.int32),
-                    "params_json": [json.dumps(point, sort_keys=True) for point in params],
-                    "metric": metric,
-                    "value": values,
-                    "selected": np.arange(len(params)) == best,
-                    "tuned_at": datetime.now(UTC).replace(tzinfo=None),
-                }
-            )
-        )
+    """Run the budgeted searches (ALS, then repeat-aware on ALS's choice, then SVD), append every trial
+    to ``ml.tuning_runs``, return the trials."""
+    als = Search(
+        "als_model", "val_ndcg@10_warm", True, ALS_GRID, config.als_trials,
+        lambda point: warm_validation_ndcg(
+            con, "als_model", fit_als(con, VALIDATION_TRAIN_TABLE, AlsConfig(use_tuned=False, **point)),
+            config.repurchase,
+        ),
+    )
+    svd = Search(
+        "svd_model", "val_rmse", False, SVD_GRID, config.svd_trials,
+        lambda point: svd_validation_rmse(con, SvdConfig(use_tuned=False, **point)),
+    )
+    als_trials = run_search(als, run_id, config.seed)
+    frames = [als_trials, run_search(repeat_search(con, selected_point(als_trials), config), run_id, config.seed),
+              run_search(svd, run_id, config.seed)]
     trials_frame = pd.concat(frames, ignore_index=True)
     con.execute(TUNING_DDL)
     con.register("new_trials", trials_frame)
@@ -111,15 +173,14 @@ def tune(con: duckdb.DuckDBPyConnection, run_id: str, config: TuningConfig) -> p
 
 
 def tuned_parameters(con: duckdb.DuckDBPyConnection, model: str) -> dict[str, object]:
-    """The selected parameters of the latest tuning run of ``model``'s source ({} when never tuned)."""
-    source = TUNED_SOURCE.get(model)
+    """The selected parameters of the latest tuning run of ``model`` ({} when never tuned)."""
     exists = con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'ml' AND table_name = 'tuning_runs'"
     ).fetchone()[0]
-    if source is None or not exists:
+    if not exists:
         return {}
     row = con.execute(
-        "SELECT params_json FROM ml.tuning_runs WHERE model = ? AND selected ORDER BY tuned_at DESC LIMIT 1", [source]
+        "SELECT params_json FROM ml.tuning_runs WHERE model = ? AND selected ORDER BY tuned_at DESC LIMIT 1", [model]
     ).fetchone()
     return json.loads(row[0]) if row else {}
 
