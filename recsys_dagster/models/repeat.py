@@ -39,6 +39,9 @@ OwnRanking = Literal["intensity", "recency", "both"]
 OWN_SCORE_SQL: dict[str, str] = {"intensity": "strength", "recency": "decay", "both": "strength * decay"}
 #: Stage-1 items score above every stage-2 item (whose blend lies in [0, 1]).
 STAGE_ONE_OFFSET = 2.0
+#: The plain "own recent items first, then ALS" list as knobs: every own item (strength x 0.5^(age / 14 days))
+#: ahead of ALS's, ALS breaking ties. Tuning's reference, and the benchmark's bar for the challenger.
+PLAIN_OWN_FIRST: dict[str, object] = {"repeat_weight": 0.999, "half_life_days": 14.0, "own_ranking": "both", "own_cap": 1000}
 #: The smallest own score kept: a very old pair's decay underflows to 0, and 0 would drop it from the history.
 MIN_OWN_SCORE = 1e-300
 

@@ -27,11 +27,11 @@ import pandas as pd
 from dagster import Config
 from pydantic import Field
 
-from recsys_dagster.evaluate.metrics import ranking_metrics, rmse
+from recsys_dagster.evaluate.metrics import per_user_ranking, rmse, standard_error_of_mean
 from recsys_dagster.models.als import AlsConfig, fit_als
 from recsys_dagster.models.artifacts import FitArrays
 from recsys_dagster.models.registry import LoadedModel, purchased_pairs
-from recsys_dagster.models.repeat import RepeatAwareConfig, with_own_history
+from recsys_dagster.models.repeat import PLAIN_OWN_FIRST, RepeatAwareConfig, with_own_history
 from recsys_dagster.models.svd import SvdConfig, fit_svd, predict_svd, validation_ratings
 from recsys_dagster.models.validation import VALIDATION_HOLDOUT_TABLE, VALIDATION_TRAIN_TABLE
 
@@ -45,8 +45,7 @@ CREATE TABLE IF NOT EXISTS ml.tuning_runs (
 
 ALS_GRID = {"factors": [32, 64, 128], "regularization": [0.01, 0.05, 0.5], "alpha": [1.0, 10.0, 40.0],
             "iterations": [15, 30], "weighting": ["none", "bm25"]}
-SVD_GRID = {"n_factors": [20, 50, 100, 200], "n_epochs": [20, 40, 80], "lr_all": [0.005, 0.01],
-            "reg_all": [0.02, 0.05, 0.1]}
+SVD_GRID = {"n_factors": [50, 100, 200], "n_epochs": [40, 80], "lr_all": [0.005, 0.01], "reg_all": [0.05, 0.1]}
 #: The repeat-aware knobs (models/repeat.py); a day is 1440 invoices on Online Retail's invoice clock.
 REPEAT_GRID = {"repeat_weight": [0.3, 0.6, 0.9, 0.999], "half_life_days": [0.05, 1.0, 14.0],
                "own_ranking": ["intensity", "recency", "both"], "own_cap": [0, 3, 10]}
@@ -56,7 +55,7 @@ class TuningConfig(Config):
     """The budget: how many grid points per model are tried (sampled with ``seed``, reproducibly)."""
 
     als_trials: int = Field(default=4, ge=1, le=108)
-    svd_trials: int = Field(default=4, ge=1, le=72)
+    svd_trials: int = Field(default=4, ge=1, le=24)
     repeat_trials: int = Field(default=12, ge=1, le=108)
     seed: int = 42
     repurchase: bool = Field(
@@ -72,44 +71,64 @@ def sampled_grid(grid: dict[str, list], trials: int, seed: int) -> list[dict[str
     return [points[i] for i in sorted(chosen)]
 
 
-def warm_validation_ndcg(con: duckdb.DuckDBPyConnection, model: str, fit: FitArrays, repurchase: bool) -> float:
-    """NDCG@10 of the warm validation users' lists of ``fit`` scored as ``model`` (owned items excluded
-    unless ``repurchase``, as published)."""
+def warm_validation_ndcg(
+    con: duckdb.DuckDBPyConnection, model: str, fit: FitArrays, repurchase: bool
+) -> tuple[float, float]:
+    """(NDCG@10, its standard error over users) of the warm validation users' lists of ``fit`` scored
+    as ``model`` (owned items excluded unless ``repurchase``, as published)."""
     relevant = con.execute(f"SELECT user_id, item_id FROM {VALIDATION_HOLDOUT_TABLE} WHERE user_in_train").df()
     if relevant.empty:
-        return float("nan")
+        return float("nan"), 0.0
     exclude = None if repurchase else purchased_pairs(con, VALIDATION_TRAIN_TABLE)
     trial = LoadedModel(model, "trial", Path(), {}, _fits={"validation": fit})
     recs = trial.recommend(relevant["user_id"], 10, fit="validation", exclude=exclude)
-    return ranking_metrics(recs, relevant, 10, fit.n_items)["ndcg@10"]
+    per_user = per_user_ranking(recs, relevant, 10)["ndcg"].to_numpy()
+    return float(per_user.mean()), standard_error_of_mean(per_user)
 
 
-def svd_validation_rmse(con: duckdb.DuckDBPyConnection, config: SvdConfig) -> float:
+def svd_validation_rmse(con: duckdb.DuckDBPyConnection, config: SvdConfig) -> tuple[float, float]:
+    """(RMSE on the validation window's ratings, 0): RMSE is chosen strictly, without a noise margin."""
     rated = validation_ratings(con)
     if rated.empty:
-        return float("nan")
-    return rmse(rated["rating"], predict_svd(fit_svd(con, VALIDATION_TRAIN_TABLE, config), rated))
+        return float("nan"), 0.0
+    return rmse(rated["rating"], predict_svd(fit_svd(con, VALIDATION_TRAIN_TABLE, config), rated)), 0.0
 
 
 @dataclass(frozen=True)
 class Search:
-    """One model's budgeted search: ``score(point)`` for every sampled point of ``grid``."""
+    """One model's budgeted search: ``score(point)`` = (value, standard error) for every sampled point of
+    ``grid``, after the ``reference`` point (trial 0) when there is one."""
 
     model: str
     metric: str
     higher_is_better: bool
     grid: dict[str, list]
     trials: int
-    score: Callable[[dict[str, object]], float]
+    score: Callable[[dict[str, object]], tuple[float, float]]
+    reference: dict[str, object] | None = None
+
+
+def selected_trial(values: np.ndarray, errors: np.ndarray, higher_is_better: bool) -> int:
+    """The first trial within one standard error of the best one (-1 if no trial gave a number).
+
+    With a reference as trial 0, a grid point must beat it by more than the noise of the window's
+    users to replace it: a lead that small would not be there on another week's users."""
+    if not np.isfinite(values).any():
+        return -1
+    signed = values if higher_is_better else -values
+    best = int(np.nanargmax(signed))
+    within_noise = np.flatnonzero(signed >= signed[best] - errors[best] - 1e-12)
+    return int(within_noise[0])
 
 
 def run_search(search: Search, run_id: str, seed: int) -> pd.DataFrame:
-    """The search's trials as ``ml.tuning_runs`` rows, the best one ``selected`` (none if all are NaN)."""
-    points = sampled_grid(search.grid, search.trials, seed)
-    values = np.array([search.score(point) for point in points], dtype=np.float64)
-    best = -1
-    if np.isfinite(values).any():
-        best = int(np.nanargmax(values) if search.higher_is_better else np.nanargmin(values))
+    """The search's trials as ``ml.tuning_runs`` rows, the chosen one ``selected`` (see ``selected_trial``)."""
+    sampled = sampled_grid(search.grid, search.trials, seed)
+    points = [search.reference, *(p for p in sampled if p != search.reference)] if search.reference else sampled
+    scores = np.array([search.score(point) for point in points], dtype=np.float64).reshape(len(points), 2)
+    values = scores[:, 0]
+    errors = scores[:, 1] if search.reference else np.zeros(len(points))  # without a reference: strictly the best
+    best = selected_trial(values, errors, search.higher_is_better)
     return pd.DataFrame(
         {
             "run_id": run_id,
@@ -132,6 +151,7 @@ def selected_point(trials: pd.DataFrame) -> dict[str, object]:
 
 def repeat_search(con: duckdb.DuckDBPyConnection, als_point: dict[str, object], config: TuningConfig) -> Search:
     """The repeat-aware knobs on top of the selected ALS parameters: one ALS fit, every trial rescores it.
+    The reference is the plain "own items first, then ALS" list: the knobs must beat it beyond noise.
     Each trial's stored parameters are complete (ALS + knobs), so the next run takes them as they are."""
     als_fit = fit_als(con, VALIDATION_TRAIN_TABLE, AlsConfig(use_tuned=False, **als_point))
 
@@ -142,7 +162,8 @@ def repeat_search(con: duckdb.DuckDBPyConnection, als_point: dict[str, object], 
         return warm_validation_ndcg(con, "repeat_aware_model", fit, config.repurchase)
 
     grid = {**{name: [value] for name, value in als_point.items()}, **REPEAT_GRID}
-    return Search("repeat_aware_model", "val_ndcg@10_warm", True, grid, config.repeat_trials, score)
+    reference = {**als_point, **PLAIN_OWN_FIRST}
+    return Search("repeat_aware_model", "val_ndcg@10_warm", True, grid, config.repeat_trials, score, reference)
 
 
 def tune(con: duckdb.DuckDBPyConnection, run_id: str, config: TuningConfig) -> pd.DataFrame:

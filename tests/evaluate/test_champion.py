@@ -28,6 +28,14 @@ ROWS = [
     ("tie", "popularity_model", "v-pop-3", "val_ndcg@10", 0.30, datetime(2023, 1, 1)),
     ("tie", "als_model", "v-als-3", "val_ndcg@10", 0.30, datetime(2023, 1, 1)),
     ("no-ndcg", "als_model", "v-als-4", "recall@10", 0.30, datetime(2022, 1, 1)),
+    # popularity leads by 0.03, less than its standard error 0.04: noise; a lead of 0.13 is not.
+    ("noisy", "repeat_aware_model", "v-rep-5", "val_ndcg@10", 0.30, datetime(2021, 1, 1)),
+    ("noisy", "repeat_aware_model", "v-rep-5", "val_ndcg@10_se", 0.02, datetime(2021, 1, 1)),
+    ("noisy", "popularity_model", "v-pop-5", "val_ndcg@10", 0.33, datetime(2021, 1, 1)),
+    ("noisy", "popularity_model", "v-pop-5", "val_ndcg@10_se", 0.04, datetime(2021, 1, 1)),
+    ("clear", "repeat_aware_model", "v-rep-6", "val_ndcg@10", 0.20, datetime(2020, 1, 1)),
+    ("clear", "popularity_model", "v-pop-6", "val_ndcg@10", 0.33, datetime(2020, 1, 1)),
+    ("clear", "popularity_model", "v-pop-6", "val_ndcg@10_se", 0.04, datetime(2020, 1, 1)),
 ]
 
 
@@ -49,6 +57,13 @@ def test_a_given_run_and_a_restricted_candidate_list(con) -> None:
     assert select_champion(con, "old").model_version == "v-als-1"
     assert select_champion(con, "tie").model == "als_model"
     assert select_champion(con, "new", candidates=["als_model", "popularity_model"]).model_version == "v-als-2"
+
+
+def test_a_lead_within_one_standard_error_does_not_win(con) -> None:
+    assert select_champion(con, "noisy") == ChampionChoice("noisy", "repeat_aware_model", "v-rep-5", 0.30)
+    assert select_champion(con, "noisy", noise_se=0.0).model == "popularity_model"  # strictly the best
+    assert select_champion(con, "noisy", noise_se=2.0).model == "repeat_aware_model"
+    assert select_champion(con, "clear").model == "popularity_model"  # 0.20 < 0.33 - 0.04
 
 
 def test_every_trained_model_is_a_candidate() -> None:

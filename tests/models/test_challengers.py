@@ -16,8 +16,8 @@ from recsys_dagster.models.artifacts import FitArrays
 from recsys_dagster.models.assets import als_model, model_tuning, repeat_aware_model
 from recsys_dagster.models.baselines import UserKnnConfig, fit_user_knn, score_user_knn
 from recsys_dagster.models.registry import load_latest
-from recsys_dagster.models.repeat import own_history, score_repeat_aware
-from recsys_dagster.models.tuning import REPEAT_GRID
+from recsys_dagster.models.repeat import PLAIN_OWN_FIRST, own_history, score_repeat_aware
+from recsys_dagster.models.tuning import REPEAT_GRID, selected_trial
 from recsys_dagster.models.validation import recovered_event_weights
 
 PAIRS = [("a", "x", 1), ("a", "y", 1), ("b", "x", 1), ("b", "y", 1), ("b", "z", 2), ("c", "z", 1), ("d", "x", 1)]
@@ -127,6 +127,19 @@ def test_validation_window_lies_before_the_test_window(retail_con, trained_retai
     assert mismatched == 0  # Online Retail has purchases only: weight 5 recovered from the dbt mart
 
 
+@pytest.mark.parametrize(
+    ("values", "errors", "higher_is_better", "expected"),
+    [
+        ([0.30, 0.32, 0.35], [0.01, 0.01, 0.04], True, 1),  # 0.35 - 0.04 = 0.31: trial 1 is within noise
+        ([0.30, 0.32, 0.35], [0.0, 0.0, 0.0], True, 2),  # no noise: strictly the best
+        ([0.90, 0.95, 0.91], [0.0, 0.0, 0.02], False, 0),  # RMSE: lower is better, 0.90 best
+        ([float("nan"), float("nan")], [0.0, 0.0], True, -1),
+    ],
+)
+def test_tuning_keeps_the_earliest_trial_within_one_standard_error(values, errors, higher_is_better, expected) -> None:
+    assert selected_trial(np.array(values), np.array(errors), higher_is_better) == expected
+
+
 def test_tuning_selects_on_validation_and_sets_the_next_runs_defaults(
     trained_retail, make_resources, tmp_path: Path
 ) -> None:
@@ -141,7 +154,7 @@ def test_tuning_selects_on_validation_and_sets_the_next_runs_defaults(
     with duckdb.connect(str(database), read_only=True) as con:
         trials = con.execute("SELECT model, params_json, metric, value, selected FROM ml.tuning_runs").df()
         als, repeat = load_latest(con, "als_model"), load_latest(con, "repeat_aware_model")
-    assert sorted(trials.groupby("model").size().items()) == [("als_model", 2), ("repeat_aware_model", 3), ("svd_model", 2)]
+    assert sorted(trials.groupby("model").size().items()) == [("als_model", 2), ("repeat_aware_model", 4), ("svd_model", 2)]
     assert trials.groupby("model")["selected"].sum().eq(1).all()
     als_trials = trials[trials["model"] == "als_model"]
     best = als_trials.loc[als_trials["value"].idxmax()]
@@ -150,6 +163,7 @@ def test_tuning_selects_on_validation_and_sets_the_next_runs_defaults(
     assert svd_trials.loc[svd_trials["value"].idxmin(), "selected"]
     assert {k: als.params[k] for k in json.loads(best["params_json"])} == json.loads(best["params_json"])
     repeat_trials = trials[trials["model"] == "repeat_aware_model"]
+    assert json.loads(repeat_trials["params_json"].iloc[0]) == {**json.loads(best["params_json"]), **PLAIN_OWN_FIRST}
     chosen = json.loads(repeat_trials.loc[repeat_trials["selected"], "params_json"].iloc[0])
     assert chosen == {**json.loads(best["params_json"]), **{k: chosen[k] for k in REPEAT_GRID}}  # on ALS's choice
     assert {k: repeat.params[k] for k in chosen} == chosen
