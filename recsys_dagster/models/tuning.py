@@ -155,7 +155,7 @@ def repeat_search(con: duckdb.DuckDBPyConnection, als_point: dict[str, object], 
     Each trial's stored parameters are complete (ALS + knobs), so the next run takes them as they are."""
     als_fit = fit_als(con, VALIDATION_TRAIN_TABLE, AlsConfig(use_tuned=False, **als_point))
 
-    def score(point: dict[str, object]) -> float:
+    def score(point: dict[str, object]) -> tuple[float, float]:
         knobs = RepeatAwareConfig(use_tuned=False, **point)  # point = ALS choice + knobs
         fresh = FitArrays(als_fit.user_ids, als_fit.item_ids, dense=dict(als_fit.dense), stats=als_fit.stats)
         fit = with_own_history(con, VALIDATION_TRAIN_TABLE, fresh, knobs)
