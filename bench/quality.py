@@ -49,7 +49,7 @@ from recsys_dagster.models.registry import LoadedModel, load_latest, registered_
 from recsys_dagster.models.repeat import PLAIN_OWN_FIRST, RepeatAwareConfig, with_own_history
 from recsys_dagster.models.svd import holdout_ratings, training_ratings
 from recsys_dagster.models.tuning import ALS_GRID, SVD_GRID, sampled_grid
-from recsys_dagster.settings import PROJECT_ROOT
+from recsys_dagster.settings import PROJECT_ROOT, REPURCHASE_ENV
 
 SHARED = Path(os.environ.get("RECSYS_SHARED_DATASETS", PROJECT_ROOT.parent / "shared" / "datasets"))
 BOOTSTRAP_SAMPLES = 1000
@@ -192,10 +192,10 @@ def run_implicit(dataset: ImplicitDataset, scratch: Path) -> DatasetResult:
     folder.mkdir(parents=True, exist_ok=True)
     database = build_marts(folder / "warehouse.duckdb", dataset.events_sql, dataset.source, dataset.cutoff_sql)
     resources = pipeline_resources(database, folder / "models")
-    tuning_config = {"ops": {"model_tuning": {"config": {**TUNING_BUDGET, "repurchase": dataset.repurchase}}}}
+    os.environ[REPURCHASE_ENV] = str(dataset.repurchase).lower()  # the shop's one policy, for tuning and evaluation
+    tuning_config = {"ops": {"model_tuning": {"config": TUNING_BUDGET}}}
     assert materialize([validation_split, model_tuning], resources=resources, run_config=tuning_config).success
-    run_config = {"ops": {"model_evaluation": {"config": {"repurchase": dataset.repurchase}}}}
-    result = materialize([*MODEL_ASSETS, model_evaluation], resources=resources, run_config=run_config)
+    result = materialize([*MODEL_ASSETS, model_evaluation], resources=resources)
     metadata = {k: v.value for k, v in result.asset_materializations_for_node("model_evaluation")[0].metadata.items()}
     with duckdb.connect(str(database)) as con:
         rows = con.execute("SELECT model, metric, value FROM ml.evaluation_runs WHERE run_id = ?", [result.run_id]).df()
@@ -455,6 +455,17 @@ DATASETS: dict[str, ImplicitDataset] = {"online_retail": ONLINE_RETAIL, "yoochoo
                                         "amazon": AMAZON}
 
 
+def stored_sections(out: Path, fresh: dict[str, dict | None]) -> dict[str, dict | None]:
+    """``fresh`` with the sections this run skipped taken from the last run's ``<out>.json`` (the
+    MovieLens sections take most of a full run and do not depend on the shop datasets), which is then
+    rewritten, so a subset rerun still writes a complete report."""
+    sidecar = out.with_suffix(".json")
+    stored = json.loads(sidecar.read_text()) if sidecar.exists() else {}
+    merged = {name: section if section is not None else stored.get(name) for name, section in fresh.items()}
+    sidecar.write_text(json.dumps(merged, indent=1, sort_keys=True, default=float) + "\n")
+    return merged
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="online_retail,yoochoose,taobao,amazon,movielens,movielens_implicit",
@@ -469,9 +480,11 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="recsys-quality-") as scratch:
         results = [run_implicit(DATASETS[name], Path(scratch)) for name in chosen if name in DATASETS]
         amazon = amazon_rating_errors(Path(scratch)) if "amazon" in chosen else None
-    movielens = movielens_cv(args.svd_trials) if "movielens" in chosen else None
-    implicit = movielens_implicit(args.implicit_als_trials) if "movielens_implicit" in chosen else None
-    args.out.write_text(markdown(results, amazon, movielens, implicit))
+    sections = stored_sections(args.out, {
+        "movielens": movielens_cv(args.svd_trials) if "movielens" in chosen else None,
+        "movielens_implicit": movielens_implicit(args.implicit_als_trials) if "movielens_implicit" in chosen else None,
+    })
+    args.out.write_text(markdown(results, amazon, sections["movielens"], sections["movielens_implicit"]))
     print(args.out.read_text())
 
 

@@ -5,8 +5,9 @@ Protocol (mirrors what gets published, so the numbers describe the published lis
   the events between it and the test cutoff; chooses the champion, metrics prefixed ``val_``) and
   TEST (fit on events before the test cutoff, judged on the events after it; reports only);
 - every user with an event in the window gets a top-20 list from the model's fit of that window,
-  excluding what they already own in its train period (unless the shop's ``repurchase`` policy is
-  on) and items the catalog marks unavailable;
+  excluding what they already own in its train period (unless the shop's repurchase policy,
+  ``settings.repurchase_policy`` / ``RECSYS_REPURCHASE``, is on) and items the catalog marks
+  unavailable;
 - users the model does not know ("cold") get the popularity list instead, and short lists are
   completed from it, by the same ``top_up_from_popularity`` that publishing uses;
 - relevant = every item the user touched in the window, and (suffix ``_new_items``) only items
@@ -52,6 +53,7 @@ from recsys_dagster.models.registry import (
 from recsys_dagster.models.svd import holdout_ratings, validation_ratings
 from recsys_dagster.models.validation import VALIDATION_HOLDOUT_TABLE, VALIDATION_TRAIN_TABLE
 from recsys_dagster.resources import WAREHOUSE_POOL, WarehouseResource
+from recsys_dagster.settings import repurchase_policy
 
 EVAL_KS = (10, 20)
 EVAL_K = EVAL_KS[0]
@@ -103,13 +105,8 @@ class WindowData:
 
 
 class EvaluationConfig(Config):
-    """The shop's policy and the champion rules (recorded with every decision)."""
+    """The champion rules (recorded with every decision, with the shop's repurchase policy)."""
 
-    repurchase: bool = Field(
-        default=False,
-        description="Shop policy: True lets items a user bought come back (consumables, wholesale); "
-        "False (default) never recommends an item already purchased.",
-    )
     champion_candidates: list[str] = Field(
         default_factory=lambda: list(CHAMPION_CANDIDATES), description="Models that may become the champion."
     )
@@ -266,7 +263,8 @@ def model_evaluation(
         if not models:
             raise Failure(description="no model in ml.model_registry: materialize the model assets first")
         fallback = models.get(FALLBACK_MODEL)
-        windows = [load_window(con, window, config.repurchase) for window in WINDOWS]
+        repurchase = repurchase_policy()
+        windows = [load_window(con, window, repurchase) for window in WINDOWS]
         scores = {
             name: {metric: value for data in windows for metric, value in window_scores(con, loaded, fallback, data).items()}
             for name, loaded in models.items()
@@ -274,8 +272,7 @@ def model_evaluation(
         rows = evaluation_rows(context.run.run_id, {name: m.model_version for name, m in models.items()}, scores)
         append_evaluation_rows(con, rows)
         decision = decide_champion(
-            con, context.run.run_id, config.champion_candidates, config.max_ndcg_drop, config.repurchase,
-            config.noise_se,
+            con, context.run.run_id, config.champion_candidates, config.max_ndcg_drop, repurchase, config.noise_se,
         )
         cutoff = holdout_cutoff(con)
         plot = history_markdown(con, "ndcg@10")

@@ -5,8 +5,9 @@ Each trial fits on ``ml.validation_train_user_item`` and is scored on
 warm users' lists (cold users get popularity whatever the parameters), SVD by RMSE on the window's
 ratings. The repeat-aware challenger is tuned after ALS, on the selected ALS fit: its own-history
 knobs (``repeat_weight``, ``half_life_days``, ``own_ranking``, ``own_cap``) only change the scoring,
-so its trials cost no refit. Lists are scored under the shop's ``repurchase`` policy (bought items
-excluded unless it is on), as evaluation and publishing score them. Every trial is appended to
+so its trials cost no refit. Lists are scored under the shop's repurchase policy
+(``settings.repurchase_policy``: bought items excluded unless it is on), as evaluation and publishing
+score them. Every trial is appended to
 ``ml.tuning_runs``; the best of each model is marked ``selected`` and becomes the defaults of the
 next training run (``use_tuned`` in the model's Config), read from the warehouse so nobody copies
 numbers by hand.
@@ -34,6 +35,7 @@ from recsys_dagster.models.registry import LoadedModel, purchased_pairs
 from recsys_dagster.models.repeat import PLAIN_OWN_FIRST, RepeatAwareConfig, with_own_history
 from recsys_dagster.models.svd import SvdConfig, fit_svd, predict_svd, validation_ratings
 from recsys_dagster.models.validation import VALIDATION_HOLDOUT_TABLE, VALIDATION_TRAIN_TABLE
+from recsys_dagster.settings import repurchase_policy
 
 TUNING_DDL = """
 CREATE SCHEMA IF NOT EXISTS ml;
@@ -58,10 +60,6 @@ class TuningConfig(Config):
     svd_trials: int = Field(default=4, ge=1, le=24)
     repeat_trials: int = Field(default=12, ge=1, le=108)
     seed: int = 42
-    repurchase: bool = Field(
-        default=False,
-        description="The shop's policy, as model_evaluation's: True lets bought items come back in the lists scored.",
-    )
 
 
 def sampled_grid(grid: dict[str, list], trials: int, seed: int) -> list[dict[str, object]]:
@@ -149,7 +147,9 @@ def selected_point(trials: pd.DataFrame) -> dict[str, object]:
     return json.loads(chosen.iloc[0]) if len(chosen) else {}
 
 
-def repeat_search(con: duckdb.DuckDBPyConnection, als_point: dict[str, object], config: TuningConfig) -> Search:
+def repeat_search(
+    con: duckdb.DuckDBPyConnection, als_point: dict[str, object], trials: int, repurchase: bool
+) -> Search:
     """The repeat-aware knobs on top of the selected ALS parameters: one ALS fit, every trial rescores it.
     The reference is the plain "own items first, then ALS" list: the knobs must beat it beyond noise.
     Each trial's stored parameters are complete (ALS + knobs), so the next run takes them as they are."""
@@ -159,21 +159,22 @@ def repeat_search(con: duckdb.DuckDBPyConnection, als_point: dict[str, object], 
         knobs = RepeatAwareConfig(use_tuned=False, **point)  # point = ALS choice + knobs
         fresh = FitArrays(als_fit.user_ids, als_fit.item_ids, dense=dict(als_fit.dense), stats=als_fit.stats)
         fit = with_own_history(con, VALIDATION_TRAIN_TABLE, fresh, knobs)
-        return warm_validation_ndcg(con, "repeat_aware_model", fit, config.repurchase)
+        return warm_validation_ndcg(con, "repeat_aware_model", fit, repurchase)
 
     grid = {**{name: [value] for name, value in als_point.items()}, **REPEAT_GRID}
     reference = {**als_point, **PLAIN_OWN_FIRST}
-    return Search("repeat_aware_model", "val_ndcg@10_warm", True, grid, config.repeat_trials, score, reference)
+    return Search("repeat_aware_model", "val_ndcg@10_warm", True, grid, trials, score, reference)
 
 
 def tune(con: duckdb.DuckDBPyConnection, run_id: str, config: TuningConfig) -> pd.DataFrame:
     """Run the budgeted searches (ALS, then repeat-aware on ALS's choice, then SVD), append every trial
-    to ``ml.tuning_runs``, return the trials."""
+    to ``ml.tuning_runs``, return the trials. Lists are scored under the shop's repurchase policy."""
+    repurchase = repurchase_policy()
     als = Search(
         "als_model", "val_ndcg@10_warm", True, ALS_GRID, config.als_trials,
         lambda point: warm_validation_ndcg(
             con, "als_model", fit_als(con, VALIDATION_TRAIN_TABLE, AlsConfig(use_tuned=False, **point)),
-            config.repurchase,
+            repurchase,
         ),
     )
     svd = Search(
@@ -181,8 +182,8 @@ def tune(con: duckdb.DuckDBPyConnection, run_id: str, config: TuningConfig) -> p
         lambda point: svd_validation_rmse(con, SvdConfig(use_tuned=False, **point)),
     )
     als_trials = run_search(als, run_id, config.seed)
-    frames = [als_trials, run_search(repeat_search(con, selected_point(als_trials), config), run_id, config.seed),
-              run_search(svd, run_id, config.seed)]
+    repeat = repeat_search(con, selected_point(als_trials), config.repeat_trials, repurchase)
+    frames = [als_trials, run_search(repeat, run_id, config.seed), run_search(svd, run_id, config.seed)]
     trials_frame = pd.concat(frames, ignore_index=True)
     con.execute(TUNING_DDL)
     con.register("new_trials", trials_frame)

@@ -14,6 +14,7 @@ from recsys_dagster.evaluate.champion import (
     select_champion,
 )
 from recsys_dagster.models.registry import MODEL_NAMES
+from recsys_dagster.settings import REPURCHASE_ENV, repurchase_policy
 
 ROWS = [
     # run_id, model, model_version, metric, value, evaluated_at
@@ -94,3 +95,20 @@ def test_gate_allows_at_most_a_20_percent_drop(value: float, baseline, passed: b
     verdict, reason = gate_verdict(ChampionChoice("run-2", "als_model", "v", value), baseline, 0.2)
     assert verdict is passed
     assert ("below the last published run run-1" in reason) is (not passed)
+
+
+@pytest.mark.parametrize(("value", "policy"), [(None, False), ("", False), ("true", True), (" Yes ", True),
+                                               ("1", True), ("off", False), ("FALSE", False)])
+def test_one_repurchase_policy_per_shop(value: str | None, policy: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tuning and evaluation read the same setting; unset means bought items never come back."""
+    if value is None:
+        monkeypatch.delenv(REPURCHASE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(REPURCHASE_ENV, value)
+    assert repurchase_policy() is policy
+
+
+def test_a_misspelt_repurchase_policy_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(REPURCHASE_ENV, "sometimes")
+    with pytest.raises(ValueError, match="RECSYS_REPURCHASE='sometimes' is not a boolean"):
+        repurchase_policy()
