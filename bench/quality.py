@@ -37,6 +37,7 @@ from surprise import SVD, BaselineOnly, Dataset, Reader
 from surprise import accuracy
 
 from recsys_dagster.evaluate.assets import (
+    EVAL_KS,
     FALLBACK_MODEL,
     WINDOWS,
     WindowData,
@@ -192,9 +193,10 @@ def plain_repeat_list(con: duckdb.DuckDBPyConnection, loaded: LoadedModel) -> Lo
 
 def test_ndcg_by_user(loaded: LoadedModel, fallback: LoadedModel, data: WindowData) -> pd.DataFrame:
     """Per test user (index): NDCG@10 on every touched item (``all``), on items new to the user (``new``,
-    NaN without one), and ``warm`` (history before the cutoff), from the lists the evaluation scores."""
+    NaN without one), and ``warm`` (history before the cutoff), from the lists the evaluation scores (made
+    as deep as it makes them, so a model's own list and the popularity top-up split as they do there)."""
     users = data.relevant["user_id"].unique().astype(str)
-    recs = recommendations_with_fallback(loaded, fallback, users, data, 10)
+    recs = recommendations_with_fallback(loaded, fallback, users, data, max(EVAL_KS))
     new_items = data.relevant[~data.relevant["seen_in_train"].astype(bool)]
     frame = pd.DataFrame({"all": per_user_ranking(recs, data.relevant, 10).set_index("user_id")["ndcg"],
                           "new": per_user_ranking(recs, new_items, 10).set_index("user_id")["ndcg"]})
