@@ -35,6 +35,12 @@ TEMP_DIR_ENV = "RECSYS_DUCKDB_TEMP_DIR"
 #: A size as DuckDB accepts it ("4GB", "512 MiB", "1.5GiB") or a share of RAM ("50%"); nothing else
 #: reaches a connection (dbt-duckdb writes profile settings into a SET statement).
 _MEMORY_LIMIT_PATTERN = re.compile(r"\d+(\.\d+)?\s*((K|M|G|T)i?B|B|%)", re.IGNORECASE)
+#: The shop's repurchase policy, one setting for tuning and evaluation (the champion decision records
+#: it and publishing follows the decision): "true" lets bought items come back in the lists
+#: (consumables, wholesale), "false" never recommends an item the user already bought.
+REPURCHASE_ENV = "RECSYS_REPURCHASE"
+DEFAULT_REPURCHASE = "false"
+_BOOLEAN_WORDS = {**dict.fromkeys(("true", "1", "yes", "on"), True), **dict.fromkeys(("false", "0", "no", "off"), False)}
 
 
 def _resolve(value: str) -> str:
@@ -96,6 +102,15 @@ def validated_memory_limit(value: str) -> str:
 def duckdb_memory_limit() -> str:
     """The validated DuckDB ``memory_limit`` of warehouse connections (``RECSYS_DUCKDB_MEMORY_LIMIT``)."""
     return validated_memory_limit(os.environ.get(MEMORY_LIMIT_ENV) or DEFAULT_MEMORY_LIMIT)
+
+
+def repurchase_policy() -> bool:
+    """The shop's repurchase policy (``RECSYS_REPURCHASE``: true/false, 1/0, yes/no, on/off)."""
+    value = os.environ.get(REPURCHASE_ENV) or DEFAULT_REPURCHASE
+    try:
+        return _BOOLEAN_WORDS[value.strip().lower()]
+    except KeyError:
+        raise ValueError(f"{REPURCHASE_ENV}={value!r} is not a boolean: use true or false") from None
 
 
 def duckdb_temp_dir(database: str | Path) -> Path:

@@ -5,13 +5,15 @@ Protocol (mirrors what gets published, so the numbers describe the published lis
   the events between it and the test cutoff; chooses the champion, metrics prefixed ``val_``) and
   TEST (fit on events before the test cutoff, judged on the events after it; reports only);
 - every user with an event in the window gets a top-20 list from the model's fit of that window,
-  excluding what they already own in its train period (unless the shop's ``repurchase`` policy is
-  on) and items the catalog marks unavailable;
+  excluding what they already own in its train period (unless the shop's repurchase policy,
+  ``settings.repurchase_policy`` / ``RECSYS_REPURCHASE``, is on) and items the catalog marks
+  unavailable;
 - users the model does not know ("cold") get the popularity list instead, and short lists are
   completed from it, by the same ``top_up_from_popularity`` that publishing uses;
 - relevant = every item the user touched in the window, and (suffix ``_new_items``) only items
   the user had not touched in the train period;
-- metrics at K = 10 and 20, plus ``n_eval_users`` / ``n_cold_users`` as metric rows; the rating
+- metrics at K = 10 and 20, plus ``n_eval_users`` / ``n_cold_users`` and the standard error of
+  NDCG@10 over users (``ndcg@10_se``, which the champion rule reads) as metric rows; the rating
   model (SVD) is also scored on RMSE/MAE over window pairs with a rating (given or derived).
 Metric names: ``[val_]<metric>@<K>[_new_items]``, e.g. ``val_ndcg@10``, ``ndcg@20_new_items``.
 """
@@ -29,11 +31,13 @@ from pydantic import Field
 
 from recsys_dagster.evaluate.champion import (
     CHAMPION_CANDIDATES,
+    CHAMPION_K,
     CHAMPION_METRIC,
     DEFAULT_MAX_NDCG_DROP,
+    DEFAULT_NOISE_SE,
     decide_champion,
 )
-from recsys_dagster.evaluate.metrics import mae, ranking_metrics, rmse
+from recsys_dagster.evaluate.metrics import mae, per_user_ranking, ranking_metrics, rmse, standard_error_of_mean
 from recsys_dagster.evaluate.plots import history_markdown
 from recsys_dagster.metadata import frame_preview, timed
 from recsys_dagster.models.fallback import popular_ranking, ranking_depth, top_up_from_popularity
@@ -49,6 +53,7 @@ from recsys_dagster.models.registry import (
 from recsys_dagster.models.svd import holdout_ratings, validation_ratings
 from recsys_dagster.models.validation import VALIDATION_HOLDOUT_TABLE, VALIDATION_TRAIN_TABLE
 from recsys_dagster.resources import WAREHOUSE_POOL, WarehouseResource
+from recsys_dagster.settings import repurchase_policy
 
 EVAL_KS = (10, 20)
 EVAL_K = EVAL_KS[0]
@@ -100,13 +105,8 @@ class WindowData:
 
 
 class EvaluationConfig(Config):
-    """The shop's policy and the champion rules (recorded with every decision)."""
+    """The champion rules (recorded with every decision, with the shop's repurchase policy)."""
 
-    repurchase: bool = Field(
-        default=False,
-        description="Shop policy: True lets items a user bought come back (consumables, wholesale); "
-        "False (default) never recommends an item already purchased.",
-    )
     champion_candidates: list[str] = Field(
         default_factory=lambda: list(CHAMPION_CANDIDATES), description="Models that may become the champion."
     )
@@ -116,6 +116,12 @@ class EvaluationConfig(Config):
         le=1.0,
         description="The gate refuses a champion whose validation NDCG@10 is more than this share below "
         "the last published run's on the same data window.",
+    )
+    noise_se: float = Field(
+        default=DEFAULT_NOISE_SE,
+        ge=0.0,
+        description="One-standard-error rule: a candidate earlier in the preference order within this many "
+        "standard errors of the best validation NDCG@10 becomes the champion instead (0 = strictly the best).",
     )
 
 
@@ -189,6 +195,8 @@ def window_scores(
         for k in EVAL_KS:
             for name, value in ranking_metrics(recs, relevant, k, data.n_catalog_items).items():
                 scores[f"{prefix}{name}{suffix}"] = value
+        per_user_ndcg = per_user_ranking(recs, relevant, CHAMPION_K)["ndcg"].to_numpy()
+        scores[f"{prefix}ndcg@{CHAMPION_K}{suffix}_se"] = standard_error_of_mean(per_user_ndcg)
     if loaded.model in RATING_MODELS:
         rated = data.window.ratings(con)
         if len(rated):
@@ -255,7 +263,8 @@ def model_evaluation(
         if not models:
             raise Failure(description="no model in ml.model_registry: materialize the model assets first")
         fallback = models.get(FALLBACK_MODEL)
-        windows = [load_window(con, window, config.repurchase) for window in WINDOWS]
+        repurchase = repurchase_policy()
+        windows = [load_window(con, window, repurchase) for window in WINDOWS]
         scores = {
             name: {metric: value for data in windows for metric, value in window_scores(con, loaded, fallback, data).items()}
             for name, loaded in models.items()
@@ -263,7 +272,7 @@ def model_evaluation(
         rows = evaluation_rows(context.run.run_id, {name: m.model_version for name, m in models.items()}, scores)
         append_evaluation_rows(con, rows)
         decision = decide_champion(
-            con, context.run.run_id, config.champion_candidates, config.max_ndcg_drop, config.repurchase
+            con, context.run.run_id, config.champion_candidates, config.max_ndcg_drop, repurchase, config.noise_se,
         )
         cutoff = holdout_cutoff(con)
         plot = history_markdown(con, "ndcg@10")

@@ -1,7 +1,10 @@
 """Which model gets published, and whether it may be: the champion choice and the publishing gate.
 
 Champion = the candidate with the best NDCG@10 on the VALIDATION window (the test window only
-reports, it never chooses). The gate compares the champion with the last published run on the same
+reports, it never chooses), with the one-standard-error rule: a candidate earlier in the preference
+order (``CHAMPION_CANDIDATES``) whose NDCG@10 is within ``noise_se`` standard errors of the best is
+preferred to it. A lead smaller than the luck of which users happened to fall into the window is
+noise, and a model must not win on noise (on sparse data SVD and the baselines differ by less). The gate compares the champion with the last published run on the same
 data window and refuses a drop of more than ``max_ndcg_drop`` (default 20%): a bad night (a broken
 feature, a degenerate fit) then keeps yesterday's tables instead of publishing worse ones.
 Every decision is appended to ``ml.champion_decisions``; every publication to ``ml.published_runs``.
@@ -19,7 +22,11 @@ from recsys_dagster.models.matrix import table_fingerprint
 CHAMPION_K = 10
 #: The champion metric: NDCG@10 on the validation window, all touched items relevant.
 CHAMPION_METRIC = f"val_ndcg@{CHAMPION_K}"
-#: Candidates in tie-break order: on equal NDCG the earlier one wins (personalised before popularity).
+#: Its standard error over the window's users (written by model_evaluation beside the metric).
+CHAMPION_SE_METRIC = f"{CHAMPION_METRIC}_se"
+#: Default width of "within noise of the best", in standard errors of the best's NDCG@10.
+DEFAULT_NOISE_SE = 1.0
+#: Candidates in preference order: within noise of the best the earlier one wins (personalised before popularity).
 CHAMPION_CANDIDATES = (
     "repeat_aware_model",
     "als_model",
@@ -85,34 +92,39 @@ def select_champion(
     con: duckdb.DuckDBPyConnection,
     run_id: str | None = None,
     candidates: tuple[str, ...] | list[str] = CHAMPION_CANDIDATES,
+    noise_se: float = DEFAULT_NOISE_SE,
 ) -> ChampionChoice:
-    """The candidate with the best validation NDCG@10 in run ``run_id`` (default: the latest run)."""
+    """The first candidate (in preference order) of run ``run_id`` (default: the latest run) whose
+    validation NDCG@10 is within ``noise_se`` standard errors of the best one's (0 = strictly the best)."""
     if not _table_exists(con, "ml", "evaluation_runs"):
         raise LookupError("ml.evaluation_runs does not exist: materialize model_evaluation first")
     ordered = [model for model in CHAMPION_CANDIDATES if model in set(candidates)]
-    row = con.execute(
+    rows = con.execute(
         """
         WITH chosen_run AS (
             SELECT coalesce(
                 CAST($run_id AS VARCHAR),
                 (SELECT run_id FROM ml.evaluation_runs GROUP BY run_id ORDER BY max(evaluated_at) DESC LIMIT 1)
             ) AS run_id
+        ),
+        run_rows AS (
+            SELECT * FROM ml.evaluation_runs
+            WHERE run_id = (SELECT run_id FROM chosen_run) AND list_contains($candidates, model)
         )
-        SELECT run_id, model, model_version, value
-        FROM ml.evaluation_runs
-        WHERE run_id = (SELECT run_id FROM chosen_run)
-          AND metric = $metric
-          AND list_contains($candidates, model)
-          AND NOT isnan(value)
-        ORDER BY value DESC, list_position($candidates, model)
-        LIMIT 1
+        SELECT m.run_id, m.model, m.model_version, m.value, coalesce(se.value, 0.0) AS se
+        FROM run_rows m LEFT JOIN run_rows se ON se.model = m.model AND se.metric = $se_metric
+        WHERE m.metric = $metric AND NOT isnan(m.value)
+        ORDER BY list_position($candidates, m.model)
         """,
-        {"run_id": run_id, "metric": CHAMPION_METRIC, "candidates": ordered},
-    ).fetchone()
-    if row is None:
+        {"run_id": run_id, "metric": CHAMPION_METRIC, "se_metric": CHAMPION_SE_METRIC, "candidates": ordered},
+    ).fetchall()
+    if not rows:
         which = f"run {run_id!r}" if run_id else "the latest evaluation run"
         raise LookupError(f"no {CHAMPION_METRIC} row for {ordered} in {which} of ml.evaluation_runs")
-    return ChampionChoice(run_id=row[0], model=row[1], model_version=row[2], value=float(row[3]))
+    best = max(rows, key=lambda row: row[3])
+    floor = best[3] - noise_se * best[4]
+    chosen = next(row for row in rows if row[3] >= floor - FLOAT_TOLERANCE)
+    return ChampionChoice(run_id=chosen[0], model=chosen[1], model_version=chosen[2], value=float(chosen[3]))
 
 
 def data_window(con: duckdb.DuckDBPyConnection) -> str:
@@ -162,9 +174,10 @@ def decide_champion(
     candidates: list[str],
     max_ndcg_drop: float,
     repurchase: bool,
+    noise_se: float = DEFAULT_NOISE_SE,
 ) -> ChampionDecision:
     """Choose the champion of ``run_id``, judge it against the last publication, record the decision."""
-    champion = select_champion(con, run_id, candidates)
+    champion = select_champion(con, run_id, candidates, noise_se)
     window = data_window(con)
     baseline = last_publication(con, window)
     passed, reason = gate_verdict(champion, baseline, max_ndcg_drop)

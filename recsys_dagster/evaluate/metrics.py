@@ -90,6 +90,13 @@ def ranking_metrics(
     return values
 
 
+def standard_error_of_mean(values: np.ndarray) -> float:
+    """Sample standard deviation / sqrt(n): how far a per-user mean could move by the luck of which
+    users fell into the window (0 for fewer than two users). The champion rule compares leads with it."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.std(ddof=1) / np.sqrt(values.size)) if values.size > 1 else 0.0
+
+
 def rmse(actual: np.ndarray, predicted: np.ndarray) -> float:
     errors = np.asarray(actual, dtype=np.float64) - np.asarray(predicted, dtype=np.float64)
     if errors.size == 0:

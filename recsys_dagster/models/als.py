@@ -7,10 +7,13 @@ factors, exactly what ``implicit``'s own ``recommend`` ranks by, so scoring need
 
 from __future__ import annotations
 
+from typing import Literal
+
 import duckdb
 import numpy as np
 from dagster import Config
 from implicit.cpu.als import AlternatingLeastSquares
+from implicit.nearest_neighbours import bm25_weight, tfidf_weight
 from threadpoolctl import threadpool_limits
 
 from recsys_dagster.models.artifacts import FitArrays
@@ -25,9 +28,19 @@ class AlsConfig(Config):
     #: Confidence scale: implicit weighs an observed pair by ``1 + alpha * strength``.
     alpha: float = 10.0
     iterations: int = 15
+    #: Reweighting of the strength matrix before the fit (BM25 / TF-IDF damp heavy users and popular items).
+    weighting: Literal["none", "bm25", "tfidf"] = "none"
     random_state: int = 42
     #: Take the parameters the latest ``model_tuning`` run selected (ml.tuning_runs) over these defaults.
     use_tuned: bool = True
+
+
+#: The ``weighting`` options: implicit's own BM25 / TF-IDF weights of a users x items matrix.
+WEIGHTINGS = {
+    "none": lambda matrix: matrix,
+    "bm25": lambda matrix: bm25_weight(matrix).tocsr(),
+    "tfidf": lambda matrix: tfidf_weight(matrix).tocsr(),
+}
 
 
 def fit_als(con: duckdb.DuckDBPyConnection, table: str, config: AlsConfig) -> FitArrays:
@@ -37,6 +50,7 @@ def fit_als(con: duckdb.DuckDBPyConnection, table: str, config: AlsConfig) -> Fi
     multi-threaded OpenBLAS underneath oversubscribes the cores and slows the fit down.
     """
     data = load_matrix(con, table)
+    matrix = WEIGHTINGS[config.weighting](data.matrix)
     with threadpool_limits(limits=1, user_api="blas"):  # implicit checks the BLAS threads on construction
         model = AlternatingLeastSquares(
             factors=config.factors,
@@ -45,7 +59,7 @@ def fit_als(con: duckdb.DuckDBPyConnection, table: str, config: AlsConfig) -> Fi
             iterations=config.iterations,
             random_state=config.random_state,
         )
-        model.fit(data.matrix, show_progress=False)
+        model.fit(matrix, show_progress=False)
     return FitArrays(
         user_ids=data.user_ids,
         item_ids=data.item_ids,

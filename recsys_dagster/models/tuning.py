@@ -3,15 +3,22 @@
 Each trial fits on ``ml.validation_train_user_item`` and is scored on
 ``ml.validation_holdout_interactions`` (the test window is never seen): ALS by NDCG@10 of the
 warm users' lists (cold users get popularity whatever the parameters), SVD by RMSE on the window's
-ratings. Every trial is appended to ``ml.tuning_runs``; the best of each model is marked
-``selected`` and becomes the defaults of the next training run (``use_tuned`` in the model's
-Config), read from the warehouse so nobody copies numbers by hand.
+ratings. The repeat-aware challenger is tuned after ALS, on the selected ALS fit: its own-history
+knobs (``repeat_weight``, ``half_life_days``, ``own_ranking``, ``own_cap``) only change the scoring,
+so its trials cost no refit. Lists are scored under the shop's repurchase policy
+(``settings.repurchase_policy``: bought items excluded unless it is on), as evaluation and publishing
+score them. Every trial is appended to
+``ml.tuning_runs``; the best of each model is marked ``selected`` and becomes the defaults of the
+next training run (``use_tuned`` in the model's Config), read from the warehouse so nobody copies
+numbers by hand.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,11 +28,14 @@ import pandas as pd
 from dagster import Config
 from pydantic import Field
 
-from recsys_dagster.evaluate.metrics import ranking_metrics, rmse
+from recsys_dagster.evaluate.metrics import per_user_ranking, rmse, standard_error_of_mean
 from recsys_dagster.models.als import AlsConfig, fit_als
+from recsys_dagster.models.artifacts import FitArrays
 from recsys_dagster.models.registry import LoadedModel, purchased_pairs
+from recsys_dagster.models.repeat import PLAIN_OWN_FIRST, RepeatAwareConfig, with_own_history
 from recsys_dagster.models.svd import SvdConfig, fit_svd, predict_svd, validation_ratings
 from recsys_dagster.models.validation import VALIDATION_HOLDOUT_TABLE, VALIDATION_TRAIN_TABLE
+from recsys_dagster.settings import repurchase_policy
 
 TUNING_DDL = """
 CREATE SCHEMA IF NOT EXISTS ml;
@@ -35,18 +45,20 @@ CREATE TABLE IF NOT EXISTS ml.tuning_runs (
 );
 """
 
-ALS_GRID = {"factors": [32, 64, 128], "regularization": [0.01, 0.05, 0.1], "alpha": [1.0, 10.0, 40.0],
-            "iterations": [15, 30]}
-SVD_GRID = {"n_factors": [20, 50, 100], "n_epochs": [20, 40], "lr_all": [0.005, 0.01], "reg_all": [0.02, 0.1]}
-#: Which tuned model's parameters a model takes (the repeat-aware challenger blends ALS).
-TUNED_SOURCE = {"als_model": "als_model", "repeat_aware_model": "als_model", "svd_model": "svd_model"}
+ALS_GRID = {"factors": [32, 64, 128], "regularization": [0.01, 0.05, 0.5], "alpha": [1.0, 10.0, 40.0],
+            "iterations": [15, 30], "weighting": ["none", "bm25"]}
+SVD_GRID = {"n_factors": [50, 100, 200], "n_epochs": [40, 80], "lr_all": [0.005, 0.01], "reg_all": [0.05, 0.1]}
+#: The repeat-aware knobs (models/repeat.py); a day is 1440 invoices on Online Retail's invoice clock.
+REPEAT_GRID = {"repeat_weight": [0.3, 0.6, 0.9, 0.999], "half_life_days": [0.05, 1.0, 14.0],
+               "own_ranking": ["intensity", "recency", "both"], "own_cap": [0, 3, 10]}
 
 
 class TuningConfig(Config):
     """The budget: how many grid points per model are tried (sampled with ``seed``, reproducibly)."""
 
-    als_trials: int = Field(default=4, ge=1, le=54)
+    als_trials: int = Field(default=4, ge=1, le=108)
     svd_trials: int = Field(default=4, ge=1, le=24)
+    repeat_trials: int = Field(default=12, ge=1, le=108)
     seed: int = 42
 
 
@@ -57,49 +69,121 @@ def sampled_grid(grid: dict[str, list], trials: int, seed: int) -> list[dict[str
     return [points[i] for i in sorted(chosen)]
 
 
-def als_validation_ndcg(con: duckdb.DuckDBPyConnection, config: AlsConfig) -> float:
-    """NDCG@10 of the warm validation users' ALS lists (owned items excluded, as published)."""
-    fit = fit_als(con, VALIDATION_TRAIN_TABLE, config)
+def warm_validation_ndcg(
+    con: duckdb.DuckDBPyConnection, model: str, fit: FitArrays, repurchase: bool
+) -> tuple[float, float]:
+    """(NDCG@10, its standard error over users) of the warm validation users' lists of ``fit`` scored
+    as ``model`` (owned items excluded unless ``repurchase``, as published)."""
     relevant = con.execute(f"SELECT user_id, item_id FROM {VALIDATION_HOLDOUT_TABLE} WHERE user_in_train").df()
     if relevant.empty:
-        return float("nan")
-    trial = LoadedModel("als_model", "trial", Path(), {}, _fits={"validation": fit})
-    recs = trial.recommend(relevant["user_id"], 10, fit="validation", exclude=purchased_pairs(con, VALIDATION_TRAIN_TABLE))
-    return ranking_metrics(recs, relevant, 10, fit.n_items)["ndcg@10"]
+        return float("nan"), 0.0
+    exclude = None if repurchase else purchased_pairs(con, VALIDATION_TRAIN_TABLE)
+    trial = LoadedModel(model, "trial", Path(), {}, _fits={"validation": fit})
+    recs = trial.recommend(relevant["user_id"], 10, fit="validation", exclude=exclude)
+    per_user = per_user_ranking(recs, relevant, 10)["ndcg"].to_numpy()
+    return float(per_user.mean()), standard_error_of_mean(per_user)
 
 
-def svd_validation_rmse(con: duckdb.DuckDBPyConnection, config: SvdConfig) -> float:
+def svd_validation_rmse(con: duckdb.DuckDBPyConnection, config: SvdConfig) -> tuple[float, float]:
+    """(RMSE on the validation window's ratings, 0): RMSE is chosen strictly, without a noise margin."""
     rated = validation_ratings(con)
     if rated.empty:
-        return float("nan")
-    return rmse(rated["rating"], predict_svd(fit_svd(con, VALIDATION_TRAIN_TABLE, config), rated))
+        return float("nan"), 0.0
+    return rmse(rated["rating"], predict_svd(fit_svd(con, VALIDATION_TRAIN_TABLE, config), rated)), 0.0
+
+
+@dataclass(frozen=True)
+class Search:
+    """One model's budgeted search: ``score(point)`` = (value, standard error) for every sampled point of
+    ``grid``, after the ``reference`` point (trial 0) when there is one."""
+
+    model: str
+    metric: str
+    higher_is_better: bool
+    grid: dict[str, list]
+    trials: int
+    score: Callable[[dict[str, object]], tuple[float, float]]
+    reference: dict[str, object] | None = None
+
+
+def selected_trial(values: np.ndarray, errors: np.ndarray, higher_is_better: bool) -> int:
+    """The first trial within one standard error of the best one (-1 if no trial gave a number).
+
+    With a reference as trial 0, a grid point must beat it by more than the noise of the window's
+    users to replace it: a lead that small would not be there on another week's users."""
+    if not np.isfinite(values).any():
+        return -1
+    signed = values if higher_is_better else -values
+    best = int(np.nanargmax(signed))
+    within_noise = np.flatnonzero(signed >= signed[best] - errors[best] - 1e-12)
+    return int(within_noise[0])
+
+
+def run_search(search: Search, run_id: str, seed: int) -> pd.DataFrame:
+    """The search's trials as ``ml.tuning_runs`` rows, the chosen one ``selected`` (see ``selected_trial``)."""
+    sampled = sampled_grid(search.grid, search.trials, seed)
+    points = [search.reference, *(p for p in sampled if p != search.reference)] if search.reference else sampled
+    scores = np.array([search.score(point) for point in points], dtype=np.float64).reshape(len(points), 2)
+    values = scores[:, 0]
+    errors = scores[:, 1] if search.reference else np.zeros(len(points))  # without a reference: strictly the best
+    best = selected_trial(values, errors, search.higher_is_better)
+    return pd.DataFrame(
+        {
+            "run_id": run_id,
+            "model": search.model,
+            "trial": np.arange(len(points), dtype=np.int32),
+            "params_json": [json.dumps(point, sort_keys=True) for point in points],
+            "metric": search.metric,
+            "value": values,
+            "selected": np.arange(len(points)) == best,
+            "tuned_at": datetime.now(UTC).replace(tzinfo=None),
+        }
+    )
+
+
+def selected_point(trials: pd.DataFrame) -> dict[str, object]:
+    """The selected trial's parameters ({} when no trial gave a number)."""
+    chosen = trials.loc[trials["selected"], "params_json"]
+    return json.loads(chosen.iloc[0]) if len(chosen) else {}
+
+
+def repeat_search(
+    con: duckdb.DuckDBPyConnection, als_point: dict[str, object], trials: int, repurchase: bool
+) -> Search:
+    """The repeat-aware knobs on top of the selected ALS parameters: one ALS fit, every trial rescores it.
+    The reference is the plain "own items first, then ALS" list: the knobs must beat it beyond noise.
+    Each trial's stored parameters are complete (ALS + knobs), so the next run takes them as they are."""
+    als_fit = fit_als(con, VALIDATION_TRAIN_TABLE, AlsConfig(use_tuned=False, **als_point))
+
+    def score(point: dict[str, object]) -> tuple[float, float]:
+        knobs = RepeatAwareConfig(use_tuned=False, **point)  # point = ALS choice + knobs
+        fresh = FitArrays(als_fit.user_ids, als_fit.item_ids, dense=dict(als_fit.dense), stats=als_fit.stats)
+        fit = with_own_history(con, VALIDATION_TRAIN_TABLE, fresh, knobs)
+        return warm_validation_ndcg(con, "repeat_aware_model", fit, repurchase)
+
+    grid = {**{name: [value] for name, value in als_point.items()}, **REPEAT_GRID}
+    reference = {**als_point, **PLAIN_OWN_FIRST}
+    return Search("repeat_aware_model", "val_ndcg@10_warm", True, grid, trials, score, reference)
 
 
 def tune(con: duckdb.DuckDBPyConnection, run_id: str, config: TuningConfig) -> pd.DataFrame:
-    """Run the budgeted search, append every trial to ``ml.tuning_runs``, return the trials."""
-    searches = [
-        ("als_model", "val_ndcg@10_warm", True, AlsConfig, ALS_GRID, config.als_trials, als_validation_ndcg),
-        ("svd_model", "val_rmse", False, SvdConfig, SVD_GRID, config.svd_trials, svd_validation_rmse),
-    ]
-    frames = []
-    for model, metric, higher_is_better, config_class, grid, trials, score in searches:
-        params = sampled_grid(grid, trials, config.seed)
-        values = np.array([score(con, config_class(use_tuned=False, **point)) for point in params], dtype=np.float64)
-        best = int(np.nanargmax(values) if higher_is_better else np.nanargmin(values)) if np.isfinite(values).any() else -1
-        frames.append(
-            pd.DataFrame(
-                {
-                    "run_id": run_id,
-                    "model": model,
-                    "trial": np.arange(len(params), dtype=np.int32),
-                    "params_json": [json.dumps(point, sort_keys=True) for point in params],
-                    "metric": metric,
-                    "value": values,
-                    "selected": np.arange(len(params)) == best,
-                    "tuned_at": datetime.now(UTC).replace(tzinfo=None),
-                }
-            )
-        )
+    """Run the budgeted searches (ALS, then repeat-aware on ALS's choice, then SVD), append every trial
+    to ``ml.tuning_runs``, return the trials. Lists are scored under the shop's repurchase policy."""
+    repurchase = repurchase_policy()
+    als = Search(
+        "als_model", "val_ndcg@10_warm", True, ALS_GRID, config.als_trials,
+        lambda point: warm_validation_ndcg(
+            con, "als_model", fit_als(con, VALIDATION_TRAIN_TABLE, AlsConfig(use_tuned=False, **point)),
+            repurchase,
+        ),
+    )
+    svd = Search(
+        "svd_model", "val_rmse", False, SVD_GRID, config.svd_trials,
+        lambda point: svd_validation_rmse(con, SvdConfig(use_tuned=False, **point)),
+    )
+    als_trials = run_search(als, run_id, config.seed)
+    repeat = repeat_search(con, selected_point(als_trials), config.repeat_trials, repurchase)
+    frames = [als_trials, run_search(repeat, run_id, config.seed), run_search(svd, run_id, config.seed)]
     trials_frame = pd.concat(frames, ignore_index=True)
     con.execute(TUNING_DDL)
     con.register("new_trials", trials_frame)
@@ -111,15 +195,14 @@ def tune(con: duckdb.DuckDBPyConnection, run_id: str, config: TuningConfig) -> p
 
 
 def tuned_parameters(con: duckdb.DuckDBPyConnection, model: str) -> dict[str, object]:
-    """The selected parameters of the latest tuning run of ``model``'s source ({} when never tuned)."""
-    source = TUNED_SOURCE.get(model)
+    """The selected parameters of the latest tuning run of ``model`` ({} when never tuned)."""
     exists = con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'ml' AND table_name = 'tuning_runs'"
     ).fetchone()[0]
-    if source is None or not exists:
+    if not exists:
         return {}
     row = con.execute(
-        "SELECT params_json FROM ml.tuning_runs WHERE model = ? AND selected ORDER BY tuned_at DESC LIMIT 1", [source]
+        "SELECT params_json FROM ml.tuning_runs WHERE model = ? AND selected ORDER BY tuned_at DESC LIMIT 1", [model]
     ).fetchone()
     return json.loads(row[0]) if row else {}
 

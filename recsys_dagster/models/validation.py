@@ -17,6 +17,8 @@ from __future__ import annotations
 import duckdb
 import numpy as np
 
+from recsys_dagster.models.marts import execute_with_parameters, holdout_pairs_sql, pair_features_sql
+
 VALIDATION_TRAIN_TABLE = "ml.validation_train_user_item"
 VALIDATION_HOLDOUT_TABLE = "ml.validation_holdout_interactions"
 VALIDATION_CUTOFF_TABLE = "ml.validation_cutoff"
@@ -56,40 +58,9 @@ SELECT e.*, e.event_time < c.validation_cutoff AS in_validation_train
 FROM stg_interactions e, ml.validation_cutoff c
 WHERE e.event_time < c.test_cutoff
 """,
-    """
-CREATE OR REPLACE TABLE ml.validation_train_user_item AS
-SELECT user_id, item_id,
-       count(*) FILTER (event_type = 'view') AS n_views,
-       count(*) FILTER (event_type = 'addtocart') AS n_addtocarts,
-       count(*) FILTER (event_type = 'transaction') AS n_transactions,
-       count(*) FILTER (event_type = 'rating') AS n_ratings,
-       arg_max(rating, event_time) FILTER (event_type = 'rating') AS last_rating,
-       min(event_time) AS first_event_time,
-       max(event_time) AS last_event_time,
-       CAST($w_view * n_views + $w_addtocart * n_addtocarts + $w_transaction * n_transactions
-            + $w_rating * coalesce(last_rating, 0) AS DOUBLE) AS strength
-FROM validation_events
-WHERE in_validation_train
-GROUP BY user_id, item_id
-""",
-    """
-CREATE OR REPLACE TABLE ml.validation_holdout_interactions AS
-WITH window_pairs AS (
-    SELECT user_id, item_id, count(*) AS n_events,
-           count(*) FILTER (event_type = 'transaction') AS n_transactions,
-           count(*) FILTER (event_type = 'addtocart') AS n_addtocarts,
-           count(*) FILTER (event_type = 'view') AS n_views,
-           arg_max(rating, event_time) FILTER (event_type = 'rating') AS last_rating,
-           min(event_time) AS first_event_time
-    FROM validation_events
-    WHERE NOT in_validation_train
-    GROUP BY user_id, item_id
-)
-SELECT w.*,
-       w.user_id IN (SELECT user_id FROM ml.validation_train_user_item) AS user_in_train,
-       t.user_id IS NOT NULL AS seen_in_train
-FROM window_pairs w LEFT JOIN ml.validation_train_user_item t USING (user_id, item_id)
-""",
+    f"CREATE OR REPLACE TABLE {VALIDATION_TRAIN_TABLE} AS {pair_features_sql('validation_events', 'in_validation_train')}",
+    f"CREATE OR REPLACE TABLE {VALIDATION_HOLDOUT_TABLE} AS "
+    f"{holdout_pairs_sql('validation_events', 'NOT in_validation_train', VALIDATION_TRAIN_TABLE)}",
     "DROP VIEW validation_events",
 )
 
@@ -112,7 +83,7 @@ def build_validation_split(con: duckdb.DuckDBPyConnection) -> dict[str, object]:
     parameters = dict(zip(("w_view", "w_addtocart", "w_transaction", "w_rating"), weights.tolist()))
     parameters["train_share"] = train_share(con)
     for statement in VALIDATION_STATEMENTS:  # DuckDB binds parameters for one statement at a time
-        con.execute(statement, {name: value for name, value in parameters.items() if f"${name}" in statement})
+        execute_with_parameters(con, statement, parameters)
     validation_cutoff, test_cutoff = con.execute(
         "SELECT validation_cutoff, test_cutoff FROM ml.validation_cutoff"
     ).fetchone()

@@ -14,6 +14,7 @@ from recsys_dagster.evaluate.champion import (
     select_champion,
 )
 from recsys_dagster.models.registry import MODEL_NAMES
+from recsys_dagster.settings import REPURCHASE_ENV, repurchase_policy
 
 ROWS = [
     # run_id, model, model_version, metric, value, evaluated_at
@@ -28,6 +29,14 @@ ROWS = [
     ("tie", "popularity_model", "v-pop-3", "val_ndcg@10", 0.30, datetime(2023, 1, 1)),
     ("tie", "als_model", "v-als-3", "val_ndcg@10", 0.30, datetime(2023, 1, 1)),
     ("no-ndcg", "als_model", "v-als-4", "recall@10", 0.30, datetime(2022, 1, 1)),
+    # popularity leads by 0.03, less than its standard error 0.04: noise; a lead of 0.13 is not.
+    ("noisy", "repeat_aware_model", "v-rep-5", "val_ndcg@10", 0.30, datetime(2021, 1, 1)),
+    ("noisy", "repeat_aware_model", "v-rep-5", "val_ndcg@10_se", 0.02, datetime(2021, 1, 1)),
+    ("noisy", "popularity_model", "v-pop-5", "val_ndcg@10", 0.33, datetime(2021, 1, 1)),
+    ("noisy", "popularity_model", "v-pop-5", "val_ndcg@10_se", 0.04, datetime(2021, 1, 1)),
+    ("clear", "repeat_aware_model", "v-rep-6", "val_ndcg@10", 0.20, datetime(2020, 1, 1)),
+    ("clear", "popularity_model", "v-pop-6", "val_ndcg@10", 0.33, datetime(2020, 1, 1)),
+    ("clear", "popularity_model", "v-pop-6", "val_ndcg@10_se", 0.04, datetime(2020, 1, 1)),
 ]
 
 
@@ -49,6 +58,13 @@ def test_a_given_run_and_a_restricted_candidate_list(con) -> None:
     assert select_champion(con, "old").model_version == "v-als-1"
     assert select_champion(con, "tie").model == "als_model"
     assert select_champion(con, "new", candidates=["als_model", "popularity_model"]).model_version == "v-als-2"
+
+
+def test_a_lead_within_one_standard_error_does_not_win(con) -> None:
+    assert select_champion(con, "noisy") == ChampionChoice("noisy", "repeat_aware_model", "v-rep-5", 0.30)
+    assert select_champion(con, "noisy", noise_se=0.0).model == "popularity_model"  # strictly the best
+    assert select_champion(con, "noisy", noise_se=2.0).model == "repeat_aware_model"
+    assert select_champion(con, "clear").model == "popularity_model"  # 0.20 < 0.33 - 0.04
 
 
 def test_every_trained_model_is_a_candidate() -> None:
@@ -79,3 +95,20 @@ def test_gate_allows_at_most_a_20_percent_drop(value: float, baseline, passed: b
     verdict, reason = gate_verdict(ChampionChoice("run-2", "als_model", "v", value), baseline, 0.2)
     assert verdict is passed
     assert ("below the last published run run-1" in reason) is (not passed)
+
+
+@pytest.mark.parametrize(("value", "policy"), [(None, False), ("", False), ("true", True), (" Yes ", True),
+                                               ("1", True), ("off", False), ("FALSE", False)])
+def test_one_repurchase_policy_per_shop(value: str | None, policy: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tuning and evaluation read the same setting; unset means bought items never come back."""
+    if value is None:
+        monkeypatch.delenv(REPURCHASE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(REPURCHASE_ENV, value)
+    assert repurchase_policy() is policy
+
+
+def test_a_misspelt_repurchase_policy_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(REPURCHASE_ENV, "sometimes")
+    with pytest.raises(ValueError, match="RECSYS_REPURCHASE='sometimes' is not a boolean"):
+        repurchase_policy()

@@ -12,7 +12,7 @@ from implicit.evaluation import ranking_metrics_at_k
 from scipy.sparse import csr_matrix
 from threadpoolctl import threadpool_limits
 
-from recsys_dagster.evaluate.metrics import mae, per_user_ranking, ranking_metrics, rmse
+from recsys_dagster.evaluate.metrics import mae, per_user_ranking, ranking_metrics, rmse, standard_error_of_mean
 
 
 def recs_frame(lists: dict[str, list[str]]) -> pd.DataFrame:
@@ -145,3 +145,9 @@ def test_ndcg_map_and_precision_agree_with_implicit_evaluation(retail_split) -> 
     implicit_style = per_user["hits"].sum() / np.minimum(10, per_user["n_relevant"]).sum()
     assert implicit_style == pytest.approx(theirs["precision"], rel=1e-9)
     assert ours["precision@10"] == pytest.approx(per_user["hits"].sum() / (10 * len(per_user)), rel=1e-9)
+
+
+def test_standard_error_of_the_mean_by_hand() -> None:
+    # values 0, 1, 0, 1: sample variance 1/3, so the standard error is sqrt(1/3) / 2.
+    assert standard_error_of_mean(np.array([0.0, 1.0, 0.0, 1.0])) == pytest.approx(math.sqrt(1 / 3) / 2)
+    assert standard_error_of_mean(np.array([0.7])) == 0.0

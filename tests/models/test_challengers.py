@@ -13,10 +13,11 @@ from dagster import materialize
 from scipy.sparse import csr_matrix
 
 from recsys_dagster.models.artifacts import FitArrays
-from recsys_dagster.models.assets import als_model, model_tuning
+from recsys_dagster.models.assets import als_model, model_tuning, repeat_aware_model
 from recsys_dagster.models.baselines import UserKnnConfig, fit_user_knn, score_user_knn
 from recsys_dagster.models.registry import load_latest
-from recsys_dagster.models.repeat import recency_weighted_history, score_repeat_aware
+from recsys_dagster.models.repeat import PLAIN_OWN_FIRST, own_history, score_repeat_aware
+from recsys_dagster.models.tuning import REPEAT_GRID, selected_trial
 from recsys_dagster.models.validation import recovered_event_weights
 
 PAIRS = [("a", "x", 1), ("a", "y", 1), ("b", "x", 1), ("b", "y", 1), ("b", "z", 2), ("c", "z", 1), ("d", "x", 1)]
@@ -49,22 +50,46 @@ def test_user_knn_never_counts_the_user_as_their_own_neighbour(small_con) -> Non
     assert score_user_knn(fit, np.array([2]))[0] == pytest.approx([1.0, 1.0, 2.0])
 
 
-def test_repeat_aware_blends_scaled_own_history_with_scaled_als() -> None:
-    fit = FitArrays(
+def repeat_fit(repeat_weight: float, own_cap: int) -> FitArrays:
+    """One user, items x, y, z, w: ALS scores 0.2, 0.6, 1.0, 0.0; own history 4 on x, 2 on z."""
+    return FitArrays(
         user_ids=np.array(["u"]),
-        item_ids=np.array(["x", "y", "z"]),
+        item_ids=np.array(["x", "y", "z", "w"]),
         dense={
             "user_factors": np.array([[1.0]], dtype=np.float32),
-            "item_factors": np.array([[0.2], [0.6], [1.0]], dtype=np.float32),
-            "repeat_weight": np.array(0.5),
+            "item_factors": np.array([[0.2], [0.6], [1.0], [0.0]], dtype=np.float32),
+            "repeat_weight": np.array(repeat_weight),
+            "own_cap": np.array(own_cap),
         },
-        sparse={"history": csr_matrix(np.array([[4.0, 0.0, 2.0]]))},
+        sparse={"history": csr_matrix(np.array([[4.0, 0.0, 2.0, 0.0]]))},
     )
-    # als scaled to [0, 0.5, 1], history scaled to [1, 0, 0.5], blended half and half.
-    assert score_repeat_aware(fit, np.array([0]))[0] == pytest.approx([0.5, 0.25, 0.75])
 
 
-def test_history_halves_per_half_life_before_the_newest_event() -> None:
+def test_repeat_aware_blends_scaled_own_history_with_scaled_als() -> None:
+    # als scaled to [0.2, 0.6, 1, 0], history scaled to [1, 0, 0.5, 0], blended half and half.
+    assert score_repeat_aware(repeat_fit(0.5, own_cap=0), np.array([0]))[0] == pytest.approx([0.6, 0.3, 0.75, 0.0])
+
+
+def test_repeat_aware_puts_the_capped_best_own_items_first() -> None:
+    # weight 0.2: blend = [0.36, 0.48, 0.9, 0]; cap 1 lifts the own item with the best blend (z) above
+    # everything, x stays in the blend below y; cap 2 lifts x too.
+    one = score_repeat_aware(repeat_fit(0.2, own_cap=1), np.array([0]))[0]
+    assert one == pytest.approx([0.36, 0.48, 2.9, 0.0])
+    two = score_repeat_aware(repeat_fit(0.2, own_cap=2), np.array([0]))[0]
+    assert two == pytest.approx([2.36, 0.48, 2.9, 0.0])
+    assert list(np.argsort(-two)) == [2, 0, 1, 3]
+
+
+@pytest.mark.parametrize(
+    ("own_ranking", "expected"),
+    [
+        ("intensity", [[4.0, 3.0], [2.0, 0.0]]),
+        ("recency", [[1.0, 0.25], [0.5, 0.0]]),
+        ("both", [[4.0, 3.0 * 0.25], [2.0 * 0.5, 0.0]]),
+    ],
+)
+def test_own_history_scores_intensity_recency_or_both(own_ranking: str, expected: list) -> None:
+    # recency halves per half-life (14 days) before the newest event: x 0 days old, v's x 14, u's y 28.
     with duckdb.connect() as con:
         con.execute(
             "CREATE TABLE fct_train_user_item AS SELECT * FROM (VALUES "
@@ -72,8 +97,8 @@ def test_history_halves_per_half_life_before_the_newest_event() -> None:
             "('v', 'x', 2.0, TIMESTAMP '2024-01-15')) t(user_id, item_id, strength, last_event_time)"
         )
         fit = FitArrays(user_ids=np.array(["u", "v"]), item_ids=np.array(["x", "y"]))
-        history = recency_weighted_history(con, "fct_train_user_item", fit, half_life_days=14.0).toarray()
-    assert history == pytest.approx(np.array([[4.0, 3.0 * 0.25], [2.0 * 0.5, 0.0]]))
+        history = own_history(con, "fct_train_user_item", fit, own_ranking, half_life_days=14.0).toarray()
+    assert history == pytest.approx(np.array(expected))
 
 
 def test_event_weights_are_recovered_exactly_from_the_train_mart() -> None:
@@ -102,21 +127,34 @@ def test_validation_window_lies_before_the_test_window(retail_con, trained_retai
     assert mismatched == 0  # Online Retail has purchases only: weight 5 recovered from the dbt mart
 
 
+@pytest.mark.parametrize(
+    ("values", "errors", "higher_is_better", "expected"),
+    [
+        ([0.30, 0.32, 0.35], [0.01, 0.01, 0.04], True, 1),  # 0.35 - 0.04 = 0.31: trial 1 is within noise
+        ([0.30, 0.32, 0.35], [0.0, 0.0, 0.0], True, 2),  # no noise: strictly the best
+        ([0.90, 0.95, 0.91], [0.0, 0.0, 0.02], False, 0),  # RMSE: lower is better, 0.90 best
+        ([float("nan"), float("nan")], [0.0, 0.0], True, -1),
+    ],
+)
+def test_tuning_keeps_the_earliest_trial_within_one_standard_error(values, errors, higher_is_better, expected) -> None:
+    assert selected_trial(np.array(values), np.array(errors), higher_is_better) == expected
+
+
 def test_tuning_selects_on_validation_and_sets_the_next_runs_defaults(
     trained_retail, make_resources, tmp_path: Path
 ) -> None:
     database = tmp_path / "warehouse.duckdb"
     database.write_bytes(Path(trained_retail["database"]).read_bytes())
     resources = make_resources(database, tmp_path / "models")
-    tuning_config = {"ops": {"model_tuning": {"config": {"als_trials": 2, "svd_trials": 2}}}}
+    tuning_config = {"ops": {"model_tuning": {"config": {"als_trials": 2, "svd_trials": 2, "repeat_trials": 3}}}}
 
     assert materialize([model_tuning], resources=resources, run_config=tuning_config).success
-    assert materialize([als_model], resources=resources).success
+    assert materialize([als_model, repeat_aware_model], resources=resources).success
 
     with duckdb.connect(str(database), read_only=True) as con:
         trials = con.execute("SELECT model, params_json, metric, value, selected FROM ml.tuning_runs").df()
-        als = load_latest(con, "als_model")
-    assert sorted(trials.groupby("model").size().items()) == [("als_model", 2), ("svd_model", 2)]
+        als, repeat = load_latest(con, "als_model"), load_latest(con, "repeat_aware_model")
+    assert sorted(trials.groupby("model").size().items()) == [("als_model", 2), ("repeat_aware_model", 4), ("svd_model", 2)]
     assert trials.groupby("model")["selected"].sum().eq(1).all()
     als_trials = trials[trials["model"] == "als_model"]
     best = als_trials.loc[als_trials["value"].idxmax()]
@@ -124,3 +162,8 @@ def test_tuning_selects_on_validation_and_sets_the_next_runs_defaults(
     svd_trials = trials[trials["model"] == "svd_model"]
     assert svd_trials.loc[svd_trials["value"].idxmin(), "selected"]
     assert {k: als.params[k] for k in json.loads(best["params_json"])} == json.loads(best["params_json"])
+    repeat_trials = trials[trials["model"] == "repeat_aware_model"]
+    assert json.loads(repeat_trials["params_json"].iloc[0]) == {**json.loads(best["params_json"]), **PLAIN_OWN_FIRST}
+    chosen = json.loads(repeat_trials.loc[repeat_trials["selected"], "params_json"].iloc[0])
+    assert chosen == {**json.loads(best["params_json"]), **{k: chosen[k] for k in REPEAT_GRID}}  # on ALS's choice
+    assert {k: repeat.params[k] for k in chosen} == chosen

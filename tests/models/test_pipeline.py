@@ -8,7 +8,7 @@ import pytest
 from dagster import AssetKey, materialize
 
 from recsys_dagster.evaluate.assets import model_evaluation
-from recsys_dagster.evaluate.champion import select_champion
+from recsys_dagster.evaluate.champion import CHAMPION_CANDIDATES, select_champion
 from recsys_dagster.models.assets import MODEL_ASSETS, item_knn_model, popularity_model
 from recsys_dagster.models.registry import MODEL_NAMES, ensure_fit, load_latest
 
@@ -23,6 +23,8 @@ RANKING = [
 ]
 COUNTS = [f"{window}{count}{relevance}" for window in ("val_", "") for count in ("n_eval_users", "n_cold_users")
           for relevance in ("", "_new_items")]
+#: Standard errors of NDCG@10 over users, which the champion rule reads.
+STANDARD_ERRORS = [f"{window}ndcg@10{relevance}_se" for window in ("val_", "") for relevance in ("", "_new_items")]
 
 
 @pytest.fixture()
@@ -38,13 +40,14 @@ def metadata_of(trained_retail, asset: str) -> dict[str, object]:
 
 
 def test_one_row_per_model_and_metric_with_values_in_range(evaluation: pd.DataFrame, retail_con) -> None:
-    expected = {(model, metric) for model in MODEL_NAMES for metric in RANKING + COUNTS} | {
+    expected = {(model, metric) for model in MODEL_NAMES for metric in RANKING + COUNTS + STANDARD_ERRORS} | {
         ("svd_model", metric) for metric in ("rmse", "mae", "val_rmse", "val_mae")
     }
     assert set(zip(evaluation["model"], evaluation["metric"])) == expected
     assert len(evaluation) == len(expected)
     ranking = evaluation[evaluation["metric"].isin(RANKING)]
     assert ranking["value"].between(0, 1).all()
+    assert evaluation.loc[evaluation["metric"].isin(STANDARD_ERRORS), "value"].between(0, 0.5).all()
     for model in MODEL_NAMES:
         versions = evaluation.loc[evaluation["model"] == model, "model_version"]
         assert versions.eq(load_latest(retail_con, model).model_version).all()
@@ -71,7 +74,7 @@ def test_evaluation_metadata_counts_holdout_and_cold_users(trained_retail, retai
     ).fetchone()
     assert metadata["n_holdout_users"] == n_users and metadata["n_cold_users"] == n_cold > 0
     assert metadata["cutoff"] == str(cutoff)
-    assert metadata["dagster/row_count"] == len(MODEL_NAMES) * (len(RANKING) + len(COUNTS)) + 4
+    assert metadata["dagster/row_count"] == len(MODEL_NAMES) * (len(RANKING) + len(COUNTS) + len(STANDARD_ERRORS)) + 4
     counts = retail_con.execute(
         "SELECT metric, value FROM ml.evaluation_runs WHERE model = 'als_model' AND metric LIKE '%n_%users%'"
     ).fetchall()
@@ -90,7 +93,8 @@ def test_model_metadata_reports_sizes_version_and_params(trained_retail, retail_
     assert (metadata["n_users"], metadata["n_items"], metadata["nnz"]) == (n_users, n_items, nnz)
     assert metadata["model_version"] == load_latest(retail_con, "als_model").model_version
     assert metadata["params"] == {
-        "factors": 64, "regularization": 0.05, "alpha": 10.0, "iterations": 15, "random_state": 42, "use_tuned": True
+        "factors": 64, "regularization": 0.05, "alpha": 10.0, "iterations": 15, "weighting": "none", "random_state": 42,
+        "use_tuned": True,
     }
     assert metadata["fit_seconds"] >= 0 and 0 < metadata["validation_nnz"] < nnz
 
@@ -109,11 +113,17 @@ def test_model_assets_depend_on_the_dbt_marts() -> None:
     }
 
 
-def test_champion_is_the_best_validation_ndcg_of_the_run(evaluation: pd.DataFrame, retail_con, trained_retail) -> None:
-    ndcg = evaluation[evaluation["metric"] == "val_ndcg@10"].sort_values("value", ascending=False)
+def test_champion_is_the_first_candidate_within_one_standard_error_of_the_best(
+    evaluation: pd.DataFrame, retail_con, trained_retail
+) -> None:
+    scores = evaluation.set_index(["model", "metric"])["value"]
+    ndcg = {model: scores[(model, "val_ndcg@10")] for model in CHAMPION_CANDIDATES}
+    best = max(ndcg, key=ndcg.get)
+    floor = ndcg[best] - scores[(best, "val_ndcg@10_se")]
     champion = select_champion(retail_con)
     assert select_champion(retail_con, trained_retail["result"].run_id) == champion
-    assert champion.value == ndcg.iloc[0]["value"] == ndcg.loc[ndcg["model"] == champion.model, "value"].iloc[0]
+    assert champion.model == next(model for model in CHAMPION_CANDIDATES if ndcg[model] >= floor)
+    assert champion.value == ndcg[champion.model]
     assert champion.model_version == load_latest(retail_con, champion.model).model_version
     metadata = metadata_of(trained_retail, "model_evaluation")
     assert (metadata["champion"], metadata["gate_passed"]) == (champion.model, True)

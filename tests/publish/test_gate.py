@@ -109,7 +109,9 @@ def test_gate_refuses_a_degraded_champion_and_keeps_the_published_file(taobao_db
     assert n_published == 1
 
 
-def test_catalog_rules_and_the_repurchase_policy(taobao_db: Path, tmp_path: Path) -> None:
+def test_catalog_rules_and_the_repurchase_policy(
+    taobao_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Unavailable items are never published, brand-new items get category neighbours, and with the
     shop's repurchase policy on, bought items may come back (the purchase invariant is then off)."""
     with duckdb.connect(str(taobao_db)) as con:
@@ -121,8 +123,8 @@ def test_catalog_rules_and_the_repurchase_policy(taobao_db: Path, tmp_path: Path
             [NEW_ITEM, top_item],
         ).fetchone()[0]
 
-    repurchase = {"ops": {"model_evaluation": {"config": {"repurchase": True}}}}
-    result = run(taobao_db, tmp_path, DagsterInstance.ephemeral(), repurchase)
+    monkeypatch.setenv("RECSYS_REPURCHASE", "true")
+    result = run(taobao_db, tmp_path, DagsterInstance.ephemeral())
 
     assert result.success
     assert check_evaluation(result, "contract_invariants").passed
@@ -138,11 +140,12 @@ def test_catalog_rules_and_the_repurchase_policy(taobao_db: Path, tmp_path: Path
             "SELECT count(*) FROM recs.user_recommendations JOIN wh.main.fct_user_item_interactions f"
             " USING (user_id, item_id) WHERE f.n_transactions > 0"
         ).fetchone()[0]
+        recorded_policy = con.execute("SELECT repurchase FROM wh.ml.champion_decisions").fetchall()
         neighbours = con.execute(
             "SELECT rank, similar_item_id, score FROM recs.similar_items WHERE item_id = ? ORDER BY rank", [NEW_ITEM]
         ).fetchall()
     assert uses == 0
-    assert repurchased > 0
+    assert repurchased > 0 and recorded_policy == [(True,)]
     assert len(neighbours) == min(20, same_category) > 0
     assert [rank for rank, _, _ in neighbours] == list(range(1, len(neighbours) + 1))
     scores = [score for _, _, score in neighbours]
