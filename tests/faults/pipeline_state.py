@@ -17,6 +17,7 @@ from pathlib import Path
 
 import duckdb
 
+from recsys_dagster.models.registry import TRAINING_FITS
 from recsys_dagster.publish.serving import INVARIANTS
 
 #: Warehouse table -> the columns that must be identical after a re-run on the same input.
@@ -128,13 +129,17 @@ def broken_serving_invariants(serving: Path, warehouse: Path) -> dict[str, int]:
 
 
 def registry_problems(warehouse: Path) -> list[str]:
-    """Registered artifacts whose folder is incomplete (a registry row must follow a complete save)."""
+    """Registered artifacts whose folder is incomplete (a registry row must follow a complete save).
+
+    The model assets save the validation and holdout fits; a serving fit is made later, only for what
+    publishing reads (registry.ensure_fit), so it may be absent, but a present one must be complete.
+    """
     with duckdb.connect(str(warehouse), read_only=True) as con:
         rows = con.execute("SELECT model, model_version, artifact_dir FROM ml.model_registry").fetchall()
     problems = []
     for model, version, artifact_dir in rows:
         folder = Path(artifact_dir)
-        needed = [folder / "params.json"] + [folder / fit / name for fit in ("holdout", "serving")
-                                             for name in ("ids.npz", "arrays.npz")]
+        fits = [*TRAINING_FITS, *(["serving"] if (folder / "serving").exists() else [])]
+        needed = [folder / "params.json"] + [folder / fit / name for fit in fits for name in ("ids.npz", "arrays.npz")]
         problems += [f"{model} {version}: {path.name} missing in {path.parent}" for path in needed if not path.is_file()]
     return problems

@@ -22,7 +22,7 @@ RANKING = [
     for relevance in ("", "_new_items")
 ]
 COUNTS = [f"{window}{count}{relevance}" for window in ("val_", "") for count in ("n_eval_users", "n_cold_users")
-          for relevance in ("", "_new_items")]
+          for relevance in ("", "_new_items")] + ["val_n_window_users", "n_window_users"]
 #: Standard errors of NDCG@10 over users, which the champion rule reads.
 STANDARD_ERRORS = [f"{window}ndcg@10{relevance}_se" for window in ("val_", "") for relevance in ("", "_new_items")]
 
@@ -78,7 +78,8 @@ def test_evaluation_metadata_counts_holdout_and_cold_users(trained_retail, retai
     counts = retail_con.execute(
         "SELECT metric, value FROM ml.evaluation_runs WHERE model = 'als_model' AND metric LIKE '%n_%users%'"
     ).fetchall()
-    assert dict(counts)["n_eval_users"] == n_users and dict(counts)["n_cold_users"] == n_cold
+    assert dict(counts)["n_eval_users"] == dict(counts)["n_window_users"] == n_users
+    assert dict(counts)["n_cold_users"] == n_cold
     val_users = retail_con.execute("SELECT count(DISTINCT user_id) FROM ml.validation_holdout_interactions").fetchone()
     assert dict(counts)["val_n_eval_users"] == metadata["n_validation_users"] == val_users[0]
     assert "data:image/png;base64," in metadata["ndcg_history"]
