@@ -40,4 +40,4 @@ screenshot: install
 	$(BIN)/python scripts/screenshot_asset_graph.py
 
 clean:
-	rm -rf data/warehouse.duckdb data/serving.duckdb data/models data/published dbt_project/target
+	rm -rf data/warehouse.duckdb data/warehouse.duckdb.dbt data/serving.duckdb data/models data/published dbt_project/target
