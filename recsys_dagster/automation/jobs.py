@@ -21,6 +21,6 @@ refresh_recommendations = define_asset_job(
 tune_hyperparameters = define_asset_job(
     name=TUNING_JOB_NAME,
     selection=TUNING,
-    description="Grid-search ALS and SVD on the validation window; the next refresh trains with the winners.",
+    description="Grid-search ALS, repeat-aware and SVD on the validation window; the next refresh trains with the winners.",
     tags={"recsys/writes": "warehouse"},
 )

@@ -35,5 +35,5 @@ nightly_refresh = stopped_schedule(
 )
 weekly_tuning = stopped_schedule(
     "weekly_tuning", tune_hyperparameters, WEEKLY_TUNING_CRON,
-    "Re-tune ALS and SVD every Sunday at 04:00; the following refreshes train with the result.",
+    "Re-tune ALS, repeat-aware and SVD every Sunday at 04:00; the following refreshes train with the result.",
 )

@@ -140,7 +140,7 @@ def validation_split(context: AssetExecutionContext, warehouse: WarehouseResourc
 
 @asset(group_name="models", deps=[AssetKey("validation_split")], kinds={"python", "duckdb"}, pool=WAREHOUSE_POOL)
 def model_tuning(context: AssetExecutionContext, config: TuningConfig, warehouse: WarehouseResource) -> MaterializeResult:
-    """Budgeted ALS and SVD grid search on the validation window (``models/tuning.py``); the selected
+    """Budgeted ALS, repeat-aware and SVD grid search on the validation window (``models/tuning.py``); the selected
     parameters, stored in ``ml.tuning_runs``, are the next training run's defaults."""
     with timed() as watch, warehouse.get_connection() as con:
         trials = tune(con, context.run.run_id, config)

@@ -11,10 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
-from dagster import DagsterInstance, build_run_status_sensor_context
 
 from recsys_dagster.automation.failures import pipeline_failure_sensor
-from recsys_dagster.definitions import defs
+from tests.automation.failed_runs import failed_refresh
 
 TAOBAO_SLICE = Path("taobao_userbehavior") / "UserBehavior_tail10k_114users_fullhistory.csv"
 ONE_USER = "99981"  # the slice's most active user: 404 events of all four behaviours
@@ -30,13 +29,7 @@ def test_a_run_failed_on_a_blocking_check_is_recorded_with_the_checks_descriptio
     pipeline_env: Path, shared_datasets: Path
 ) -> None:
     write_one_user_export(shared_datasets, pipeline_env / "input_dir" / "UserBehavior.csv")
-    instance = DagsterInstance.ephemeral()
-    result = defs.resolve_job_def("refresh_recommendations").execute_in_process(instance=instance, raise_on_error=False)
-    assert not result.success
-    context = build_run_status_sensor_context(
-        sensor_name="pipeline_failure_sensor", dagster_instance=instance, dagster_run=result.dagster_run,
-        dagster_event=result.get_run_failure_event(),
-    ).for_run_failure()
+    result, context = failed_refresh()
 
     pipeline_failure_sensor(context)
 

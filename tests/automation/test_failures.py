@@ -9,7 +9,6 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
-from dagster import DagsterInstance, build_run_status_sensor_context
 
 from recsys_dagster.automation.failures import (
     PipelineFailure,
@@ -17,7 +16,7 @@ from recsys_dagster.automation.failures import (
     record_failures,
     spool_path,
 )
-from recsys_dagster.definitions import defs
+from tests.automation.failed_runs import failed_refresh
 
 HOLD_LOCK = "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); print('locked', flush=True); time.sleep(60)"
 
@@ -29,13 +28,7 @@ def failures_in(path: Path) -> list[tuple]:
 
 def test_a_failed_run_is_recorded_once_with_its_step_and_error(pipeline_env: Path) -> None:
     (pipeline_env / "input_dir" / "empty_export.csv").write_bytes(b"")  # rejected: the ingest step fails
-    instance = DagsterInstance.ephemeral()
-    result = defs.resolve_job_def("refresh_recommendations").execute_in_process(instance=instance, raise_on_error=False)
-    assert not result.success
-    context = build_run_status_sensor_context(
-        sensor_name="pipeline_failure_sensor", dagster_instance=instance, dagster_run=result.dagster_run,
-        dagster_event=result.get_run_failure_event(),
-    ).for_run_failure()
+    result, context = failed_refresh()
 
     pipeline_failure_sensor(context)
     pipeline_failure_sensor(context)  # the same failure evaluated again adds nothing
