@@ -142,6 +142,28 @@ class ModelSpec:
     similar_cells: Callable[[FitArrays, np.ndarray], csr_matrix] | None = None
 
 
+def popularity_spec(config_class: type[Config]) -> ModelSpec:
+    """A popularity ranking (global or recent window): the same list for every user, scored by its users."""
+    return ModelSpec(
+        config_class=config_class,
+        fit=baselines.fit_popularity,
+        score=lambda fit, rows: popularity_keys(fit, len(rows)),
+        user_agnostic=True,
+        reported_score=lambda fit, cols, keys: fit.dense["n_users"][cols],
+    )
+
+
+def item_knn_spec(config_class: type[Config]) -> ModelSpec:
+    """An item-item neighbourhood (cosine or BM25 weighting): same fit and scoring, other Config."""
+    return ModelSpec(
+        config_class=config_class,
+        fit=baselines.fit_item_knn,
+        score=baselines.score_item_knn,
+        similar=baselines.similar_item_knn,
+        similar_cells=lambda fit, rows: positive_cells(fit.sparse["similarity"][rows]),
+    )
+
+
 MODEL_SPECS: dict[str, ModelSpec] = {
     "als_model": ModelSpec(
         config_class=als.AlsConfig,
@@ -156,20 +178,8 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         score=svd.score_svd,
         factor_ranking=FactorRanking(vectors=svd_vectors),
     ),
-    "popularity_model": ModelSpec(
-        config_class=baselines.PopularityConfig,
-        fit=baselines.fit_popularity,
-        score=lambda fit, rows: popularity_keys(fit, len(rows)),
-        user_agnostic=True,
-        reported_score=lambda fit, cols, keys: fit.dense["n_users"][cols],
-    ),
-    "item_knn_model": ModelSpec(
-        config_class=baselines.ItemKnnConfig,
-        fit=baselines.fit_item_knn,
-        score=baselines.score_item_knn,
-        similar=baselines.similar_item_knn,
-        similar_cells=lambda fit, rows: positive_cells(fit.sparse["similarity"][rows]),
-    ),
+    "popularity_model": popularity_spec(baselines.PopularityConfig),
+    "item_knn_model": item_knn_spec(baselines.ItemKnnConfig),
     "repeat_aware_model": ModelSpec(
         config_class=repeat.RepeatAwareConfig,
         fit=repeat.fit_repeat_aware,
@@ -179,20 +189,8 @@ MODEL_SPECS: dict[str, ModelSpec] = {
     "user_knn_model": ModelSpec(
         config_class=baselines.UserKnnConfig, fit=baselines.fit_user_knn, score=baselines.score_user_knn
     ),
-    "item_knn_bm25_model": ModelSpec(
-        config_class=baselines.ItemKnnBm25Config,
-        fit=baselines.fit_item_knn,
-        score=baselines.score_item_knn,
-        similar=baselines.similar_item_knn,
-        similar_cells=lambda fit, rows: positive_cells(fit.sparse["similarity"][rows]),
-    ),
-    "popularity_recent_model": ModelSpec(
-        config_class=baselines.PopularityRecentConfig,
-        fit=baselines.fit_popularity,
-        score=lambda fit, rows: popularity_keys(fit, len(rows)),
-        user_agnostic=True,
-        reported_score=lambda fit, cols, keys: fit.dense["n_users"][cols],
-    ),
+    "item_knn_bm25_model": item_knn_spec(baselines.ItemKnnBm25Config),
+    "popularity_recent_model": popularity_spec(baselines.PopularityRecentConfig),
 }
 
 

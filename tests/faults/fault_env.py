@@ -93,3 +93,14 @@ class FaultEnv:
             )[0]
             for table, columns in TABLE_COLUMNS.items()
         }
+
+
+def failure_text(result) -> str:
+    """Every message of the failed steps' errors, causes included."""
+    texts = []
+    for event in result.get_step_failure_events():
+        error = event.step_failure_data.error
+        while error is not None:
+            texts.append(error.message)
+            error = error.cause or error.context
+    return "\n".join(texts)

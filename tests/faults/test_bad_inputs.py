@@ -13,7 +13,7 @@ import shutil
 import pytest
 from dagster import AssetKey
 
-from fault_env import CORPUS_DIR, FaultEnv, load_manifest
+from fault_env import CORPUS_DIR, FaultEnv, failure_text, load_manifest
 
 MANIFEST = load_manifest()
 
@@ -33,17 +33,6 @@ def stage(env: FaultEnv, case: dict) -> list[str]:
         return []
     shutil.copy(source, env.inbox / case.get("stage_as", source.name))
     return []
-
-
-def failure_text(result) -> str:
-    """Every message of the failed steps' errors, causes included."""
-    texts = []
-    for event in result.get_step_failure_events():
-        error = event.step_failure_data.error
-        while error is not None:
-            texts.append(error.message)
-            error = error.cause or error.context
-    return "\n".join(texts)
 
 
 def metadata_of(result, key: str) -> dict:

@@ -20,7 +20,7 @@ from dagster_dbt import DbtCliResource
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
 from pydantic import ValidationError
 
-from fault_env import HOSTILE, SAMPLE, FaultEnv
+from fault_env import HOSTILE, SAMPLE, FaultEnv, failure_text
 from recsys_dagster import settings
 from recsys_dagster.definitions import defs
 from recsys_dagster.features.dbt import DbtBuildConfig
@@ -37,16 +37,6 @@ HOSTILE_NAMES = [
 EVENTS = "user_id,item_id,event_type,event_time\nu1,i1,view,2020-01-01T00:00:00\nu2,i2,addtocart,2020-01-02T00:00:00\n"
 FEATURE_ASSETS = ["stg_interactions", "int_holdout_cutoff", "fct_user_item_interactions", "fct_train_user_item",
                   "fct_holdout_interactions", "dim_items", "dim_users"]
-
-
-def failure_text(result) -> str:
-    texts = []
-    for event in result.get_step_failure_events():
-        error = event.step_failure_data.error
-        while error is not None:
-            texts.append(error.message)
-            error = error.cause or error.context
-    return "\n".join(texts)
 
 
 @pytest.mark.parametrize("configured", [False, True], ids=["scanned", "configured"])

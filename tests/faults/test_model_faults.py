@@ -29,7 +29,7 @@ import duckdb
 import pytest
 from dagster import AssetCheckKey, AssetKey, AssetSelection, DagsterInstance, ExecuteInProcessResult, RunConfig
 
-from fault_env import HOSTILE, Baseline, FaultEnv, load_manifest
+from fault_env import HOSTILE, Baseline, FaultEnv, failure_text, load_manifest
 from pipeline_state import assert_rows_accounted, serving_fingerprints, serving_state
 from recsys_dagster.ingest.assets import IngestConfig
 from recsys_dagster.definitions import defs
@@ -40,7 +40,7 @@ from recsys_dagster.features.checks import (
     training_data_not_collapsed,
 )
 from recsys_dagster.features.dbt import recsys_dbt_assets
-from test_bad_inputs import failure_text, stage
+from test_bad_inputs import stage
 from tests.conftest import isolate_pipeline
 
 TAOBAO_SLICE = Path("taobao_userbehavior") / "UserBehavior_tail10k_114users_fullhistory.csv"
