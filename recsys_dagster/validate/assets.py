@@ -1,10 +1,13 @@
 """Validation stage: route every raw row to ``validated_interactions`` or ``quarantined_events``.
 
-The routing is one DuckDB statement built from ``suite.RULES`` (typed candidates, the first broken
-rule as the reason, duplicates after that; of identical events the one ingested first is kept, so a
-file sent again never turns rows validated yesterday into duplicates), written in one transaction so a failure leaves the
-previous tables in place. The same step then proves the result: a blocking row-accounting check
-(every raw row in exactly one output) and one asset check per GX expectation on the validated rows.
+The routing (``routing.py``) is DuckDB SQL built from ``suite.RULES`` (typed candidates, the first
+broken rule as the reason, duplicates after that; of identical events the one ingested first is
+kept, so a file sent again never turns rows validated yesterday into duplicates), run only on the
+raw batches not routed yet and written in one transaction so a failure leaves the previous tables in
+place. The same step then proves the result: a blocking row-accounting check (every raw row in
+exactly one output) and one asset check per GX expectation on the rows this run validated (the
+whole table after a full rebuild; the new rows and every row sharing their event key otherwise --
+the rows validated earlier were proven by the run that validated them and are not changed since).
 """
 
 import math
@@ -30,76 +33,19 @@ from pydantic import Field
 
 from recsys_dagster.metadata import count_rows, frame_preview, table_metadata, timed
 from recsys_dagster.resources import WAREHOUSE_POOL, WarehouseResource
+from recsys_dagster.validate.routing import QUARANTINED, VALIDATED, RoutingRun, route_raw_rows
 from recsys_dagster.validate.suite import (
     DUPLICATE_KEY,
     DUPLICATE_REASON,
     RULES,
     Bounds,
     ExpectationOutcome,
-    first_violation_sql,
     merged_outcomes,
-    present_sql,
     run_suite,
 )
 
-VALIDATED = "validated_interactions"
-QUARANTINED = "quarantined_events"
 ROW_ACCOUNTING_CHECK = "row_accounting"
 
-RAW_COLUMNS = (
-    "source_file, source_row, source_format, user_id, item_id, event_type, rating, event_time, "
-    "time_unit, transaction_id, ingested_at"
-)
-
-#: Typed candidates: raw text trimmed and cast; nothing is dropped here, bad values become NULL.
-TYPED_CANDIDATES_SQL = """
-WITH texts AS (
-    SELECT
-        *,
-        {user_id} AS v_user_id,
-        {item_id} AS v_item_id,
-        lower({event_type}) AS v_event_type,
-        {rating} AS rating_text,
-        {event_time} AS event_time_text,
-        {transaction_id} AS v_transaction_id
-    FROM raw_events
-),
-typed AS (
-    SELECT
-        *,
-        TRY_CAST(rating_text AS DOUBLE) AS v_rating,
-        TRY_CAST(event_time_text AS DOUBLE) AS v_time_number
-    FROM texts
-),
-timed AS (
-    SELECT
-        *,
-        CASE
-            WHEN v_time_number IS NOT NULL THEN
-                CASE WHEN abs(v_time_number * (CASE time_unit WHEN 'ms' THEN 1e3 ELSE 1e6 END)) < 9e18
-                     THEN make_timestamp(CAST(v_time_number * (CASE time_unit WHEN 'ms' THEN 1e3 ELSE 1e6 END) AS BIGINT))
-                END
-            ELSE coalesce(
-                TRY_CAST(TRY_CAST(event_time_text AS TIMESTAMPTZ) AS TIMESTAMP),
-                TRY_STRPTIME(event_time_text, '%m/%d/%Y %H:%M')
-            )
-        END AS v_event_time
-    FROM typed
-),
-routed AS (
-    SELECT *, {first_violation} AS rule_reason FROM timed
-)
-SELECT
-    *,
-    CASE
-        WHEN rule_reason IS NOT NULL THEN rule_reason
-        WHEN row_number() OVER (
-            PARTITION BY rule_reason IS NULL, {duplicate_key}
-            ORDER BY ingested_at, source_file, source_row
-        ) > 1 THEN '{duplicate_reason}'
-    END AS reason
-FROM routed
-"""
 #: Most validated rows handed to GX at once. GX checks pandas frames (~1 GB per million rows here), so
 #: a large table is checked in partitions to keep memory bounded; rows are partitioned by a hash of
 #: the duplicate key, so identical events always meet in one partition and uniqueness stays exact.
@@ -107,61 +53,11 @@ GX_PARTITION_ROWS = 1_000_000
 #: Name of the partition-number column of the Parquet export (a Hive partition directory per value).
 GX_PARTITION_COLUMN = "gx_partition"
 
-#: Raw text columns read through ``present_sql`` (trimmed of blanks, NULL tokens -> NULL).
-TEXT_COLUMNS = ("user_id", "item_id", "event_type", "rating", "event_time", "transaction_id")
-
-
 class ValidationConfig(Config):
     """Bounds of a plausible event time (rows outside are quarantined with a reason)."""
 
     min_event_time: str = Field(default="1995-01-01", description="ISO date; earlier events are quarantined.")
     max_future_hours: int = Field(default=24, ge=0, description="Events later than now + this are quarantined.")
-
-
-def _candidates_sql() -> str:
-    return TYPED_CANDIDATES_SQL.format(
-        **{column: present_sql(column) for column in TEXT_COLUMNS},
-        first_violation=first_violation_sql(),
-        duplicate_key=", ".join(f"v_{column}" for column in DUPLICATE_KEY),
-        duplicate_reason=DUPLICATE_REASON,
-    )
-
-
-def route_raw_rows(con: duckdb.DuckDBPyConnection, bounds: Bounds) -> None:
-    """Rebuild both output tables from ``raw_events`` atomically (all or nothing).
-
-    ``validated_interactions`` is written unsorted: sorting it by time cost ~18% of validation and
-    nothing reads it in storage order (the dbt models order their "latest" aggregates explicitly).
-    """
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute("BEGIN TRANSACTION")
-    try:
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE validation_candidates AS {_candidates_sql()}",
-            {"min_time": bounds.min_event_time, "max_time": bounds.max_event_time},
-        )
-        con.execute(
-            f"""
-            CREATE OR REPLACE TABLE {VALIDATED} AS
-            SELECT v_user_id AS user_id, v_item_id AS item_id, v_event_type AS event_type,
-                   v_rating AS rating, v_event_time AS event_time, v_transaction_id AS transaction_id,
-                   source_file, source_row, source_format
-            FROM validation_candidates WHERE reason IS NULL
-            """
-        )
-        con.execute(
-            f"""
-            CREATE OR REPLACE TABLE {QUARANTINED} AS
-            SELECT {RAW_COLUMNS}, reason, now()::TIMESTAMP AS quarantined_at
-            FROM validation_candidates WHERE reason IS NOT NULL
-            ORDER BY source_file, source_row
-            """
-        )
-        con.execute("DROP TABLE validation_candidates")
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
 
 
 def row_accounting(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
@@ -183,20 +79,23 @@ def row_accounting(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     return {"raw": raw, "validated": validated, "quarantined": quarantined, "rows_in_both": twice}
 
 
-def suite_outcomes(con: duckdb.DuckDBPyConnection, bounds: Bounds) -> list[ExpectationOutcome]:
-    """The GX suite's verdicts on the whole validated table, checked partition by partition.
+def suite_outcomes(
+    con: duckdb.DuckDBPyConnection, bounds: Bounds, relation: str = VALIDATED
+) -> list[ExpectationOutcome]:
+    """The GX suite's verdicts on ``relation`` (the validated table, or the rows an incremental run
+    added with every row sharing their event key), checked partition by partition.
 
     The partitions are written in ONE scan of the table (a partitioned Parquet export into DuckDB's
     temp directory) and then read back one at a time, so the cost is one pass plus GX per partition
     instead of one table scan per partition (which made a 60M-row table take ~45 s per partition).
     """
-    n_rows = count_rows(con, VALIDATED)
+    n_rows = count_rows(con, relation)
     n_partitions = max(1, math.ceil(n_rows / GX_PARTITION_ROWS))
     with tempfile.TemporaryDirectory(prefix="gx-partitions-", dir=_spill_directory(con)) as export_dir:
-        _export_partitions(con, Path(export_dir), n_partitions)
+        _export_partitions(con, relation, Path(export_dir), n_partitions)
         partition_dirs = sorted(Path(export_dir).glob(f"{GX_PARTITION_COLUMN}=*"))
         if not partition_dirs:  # an empty table writes no partition; GX still reports on it
-            return run_suite(con.sql(f"SELECT {', '.join(DUPLICATE_KEY)} FROM {VALIDATED}").df(), bounds)
+            return run_suite(con.sql(f"SELECT {', '.join(DUPLICATE_KEY)} FROM {relation}").df(), bounds)
         return merged_outcomes([run_suite(read_partition(path), bounds) for path in partition_dirs])
 
 
@@ -208,8 +107,8 @@ def _spill_directory(con: duckdb.DuckDBPyConnection) -> Path:
     return directory
 
 
-def _export_partitions(con: duckdb.DuckDBPyConnection, export_dir: Path, n_partitions: int) -> None:
-    """Write the duplicate-key columns of the validated table as hash partitions, in one pass.
+def _export_partitions(con: duckdb.DuckDBPyConnection, relation: str, export_dir: Path, n_partitions: int) -> None:
+    """Write the duplicate-key columns of ``relation`` as hash partitions, in one pass.
 
     ``event_time`` is written in nanoseconds: GX compares pandas ``datetime64[ns]`` with its bounds
     vectorised, but a microsecond column per element (~10x slower). Validated times lie within the
@@ -218,7 +117,7 @@ def _export_partitions(con: duckdb.DuckDBPyConnection, export_dir: Path, n_parti
     key = ", ".join(DUPLICATE_KEY)
     columns = ", ".join("event_time::TIMESTAMP_NS AS event_time" if c == "event_time" else c for c in DUPLICATE_KEY)
     partitioned = con.sql(
-        f"SELECT {columns}, hash({key}) % {int(n_partitions)} AS {GX_PARTITION_COLUMN} FROM {VALIDATED}"
+        f"SELECT {columns}, hash({key}) % {int(n_partitions)} AS {GX_PARTITION_COLUMN} FROM {relation}"
     )
     partitioned.write_parquet(str(export_dir), partition_by=[GX_PARTITION_COLUMN], overwrite=True)
 
@@ -226,6 +125,16 @@ def _export_partitions(con: duckdb.DuckDBPyConnection, export_dir: Path, n_parti
 def read_partition(partition_dir: Path) -> pd.DataFrame:
     """One exported partition as the pandas frame GX checks (its files concatenated)."""
     return pd.concat([pd.read_parquet(path) for path in sorted(partition_dir.glob("*.parquet"))], ignore_index=True)
+
+
+def routing_metadata(routing: RoutingRun, gx_rows: int) -> dict[str, MetadataValue]:
+    """How much this run routed and proved (a full rebuild, or only the batches ingested since)."""
+    return {
+        "validation_mode": MetadataValue.text(routing.mode),
+        "raw_rows_routed": MetadataValue.int(routing.rows_routed),
+        "raw_batches_routed": MetadataValue.int(routing.batches_routed),
+        "gx_rows_checked": MetadataValue.int(gx_rows),
+    }
 
 
 def quarantine_summary(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
@@ -302,10 +211,11 @@ def validate_interactions(context: AssetExecutionContext, config: ValidationConf
     """Split raw events into validated and quarantined rows, then prove the split with GX."""
     bounds = Bounds.from_config(config.min_event_time, config.max_future_hours)
     with timed() as watch, warehouse.get_connection() as con:
-        route_raw_rows(con, bounds)
+        routing = route_raw_rows(con, bounds)
         counts = row_accounting(con)
         summary = quarantine_summary(con)
-        outcomes = suite_outcomes(con, bounds)
+        outcomes = suite_outcomes(con, bounds, routing.gx_relation)
+        gx_rows = count_rows(con, routing.gx_relation)
         validated_meta = table_metadata(con, VALIDATED, watch.seconds)
         quarantined_meta = table_metadata(con, QUARANTINED, watch.seconds)
     context.log.info("row accounting: %s; quarantined by reason: %s", counts,
@@ -314,7 +224,8 @@ def validate_interactions(context: AssetExecutionContext, config: ValidationConf
         asset_key=VALIDATED,
         metadata={**validated_meta, "duration_s": MetadataValue.float(watch.seconds),
                   "gx_expectations_passed": MetadataValue.int(sum(o.success for o in outcomes)),
-                  "gx_expectations_total": MetadataValue.int(len(outcomes))},
+                  "gx_expectations_total": MetadataValue.int(len(outcomes)),
+                  **routing_metadata(routing, gx_rows)},
     )
     yield MaterializeResult(
         asset_key=QUARANTINED,

@@ -35,11 +35,13 @@ class Bounds:
 
     min_event_time: datetime
     max_event_time: datetime
+    #: The configured allowance behind ``max_event_time`` (part of what the validated rows were checked against).
+    max_future_hours: int
 
     @classmethod
     def from_config(cls, min_event_time: str, max_future_hours: int) -> Bounds:
         now = datetime.now(timezone.utc).replace(tzinfo=None)
-        return cls(datetime.fromisoformat(min_event_time), now + timedelta(hours=max_future_hours))
+        return cls(datetime.fromisoformat(min_event_time), now + timedelta(hours=max_future_hours), max_future_hours)
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,9 @@ DUPLICATE_KEY: tuple[str, ...] = ("user_id", "item_id", "event_type", "event_tim
 DUPLICATE_REASON = "duplicate_event"
 
 REASONS: tuple[str, ...] = tuple(rule.reason for rule in RULES) + (DUPLICATE_REASON,)
+#: Reasons whose rule reads ``$max_time`` ("now" + allowance): a row quarantined for one of them
+#: may pass on a later day, so incremental validation routes such rows again every run.
+TIME_DEPENDENT_REASONS: tuple[str, ...] = tuple(rule.reason for rule in RULES if "$max_time" in rule.violation_sql)
 
 
 def present_sql(column: str) -> str:

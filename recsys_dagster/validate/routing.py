@@ -1,0 +1,319 @@
+"""Route raw rows to ``validated_interactions`` or ``quarantined_events``, one ingested batch at a time.
+
+A batch is the rows one ingestion run loaded from one file (``raw_events.source_file`` +
+``ingested_at``). Its rows are routed once: the typed candidates are built from ``suite.RULES``
+(the first broken rule is the reason), and a row passing every rule is a ``duplicate_event`` when
+an identical event was ingested earlier (by ``ingested_at``, ``source_file``, ``source_row``).
+``main.validated_batches`` lists the routed batches, so a run routes only the batches that are new
+since the last one -- a day's file of 20k events against a warehouse of millions costs the 20k rows,
+not the millions. Three things keep that equal to routing every raw row from scratch:
+
+- duplicates across batches: a new row is compared with the validated rows holding the same event
+  key (a hash join on the new keys), and of identical events the one ingested first stays validated,
+  even when that is the new row (the older copy then moves to the quarantine);
+- time: ``$max_time`` is "now + max_future_hours", so a row quarantined as lying in the future may be
+  valid today. Quarantined rows with a reason whose rule reads ``$max_time`` are routed again every
+  run; rows validated earlier cannot become invalid as the bound only grows, and every other reason
+  does not depend on the time of the run;
+- everything else rebuilds both tables from all raw rows: the first run, a routed batch that is no
+  longer in ``raw_events`` (a file whose content changed, a partition re-run), and a change of the
+  rules' SQL or of the configured bounds (``main.validation_settings`` keeps their fingerprint).
+
+All writes of a run happen in one transaction: a failure leaves the previous tables and ledger.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import duckdb
+
+from recsys_dagster.validate.suite import (
+    DUPLICATE_KEY,
+    DUPLICATE_REASON,
+    TIME_DEPENDENT_REASONS,
+    Bounds,
+    first_violation_sql,
+    present_sql,
+)
+
+VALIDATED = "validated_interactions"
+QUARANTINED = "quarantined_events"
+#: The raw batches (source_file, ingested_at, n_rows) whose rows are in the two output tables.
+ROUTED_BATCHES = "main.validated_batches"
+#: One row: the fingerprint of the routing SQL and bounds the output tables were built with.
+ROUTING_SETTINGS = "main.validation_settings"
+#: The validated rows this run added plus those sharing an event key with them (what GX checks).
+NEW_ROWS_SCOPE = "validation_scope"
+
+RAW_COLUMNS = (
+    "source_file, source_row, source_format, user_id, item_id, event_type, rating, event_time, "
+    "time_unit, transaction_id, ingested_at"
+)
+OUTPUT_DDL = (
+    f"""CREATE OR REPLACE TABLE {VALIDATED} (
+        user_id VARCHAR, item_id VARCHAR, event_type VARCHAR, rating DOUBLE, event_time TIMESTAMP,
+        transaction_id VARCHAR, source_file VARCHAR, source_row BIGINT, source_format VARCHAR)""",
+    f"""CREATE OR REPLACE TABLE {QUARANTINED} (
+        source_file VARCHAR, source_row BIGINT, source_format VARCHAR, user_id VARCHAR, item_id VARCHAR,
+        event_type VARCHAR, rating VARCHAR, event_time VARCHAR, time_unit VARCHAR, transaction_id VARCHAR,
+        ingested_at TIMESTAMP, reason VARCHAR, quarantined_at TIMESTAMP)""",
+    f"CREATE OR REPLACE TABLE {ROUTED_BATCHES} (source_file VARCHAR, ingested_at TIMESTAMP, n_rows BIGINT)",
+)
+
+#: Typed candidates of the rows in ``routing_input``: raw text trimmed and cast (bad values become
+#: NULL) and the first rule each row breaks. Duplicates are settled afterwards, on the passing rows.
+TYPED_ROWS_SQL = """
+WITH texts AS (
+    SELECT
+        *,
+        {user_id} AS v_user_id,
+        {item_id} AS v_item_id,
+        lower({event_type}) AS v_event_type,
+        {rating} AS rating_text,
+        {event_time} AS event_time_text,
+        {transaction_id} AS v_transaction_id
+    FROM routing_input
+),
+typed AS (
+    SELECT
+        *,
+        TRY_CAST(rating_text AS DOUBLE) AS v_rating,
+        TRY_CAST(event_time_text AS DOUBLE) AS v_time_number
+    FROM texts
+),
+timed AS (
+    SELECT
+        *,
+        CASE
+            WHEN v_time_number IS NOT NULL THEN
+                CASE WHEN abs(v_time_number * (CASE time_unit WHEN 'ms' THEN 1e3 ELSE 1e6 END)) < 9e18
+                     THEN make_timestamp(CAST(v_time_number * (CASE time_unit WHEN 'ms' THEN 1e3 ELSE 1e6 END) AS BIGINT))
+                END
+            ELSE coalesce(
+                TRY_CAST(TRY_CAST(event_time_text AS TIMESTAMPTZ) AS TIMESTAMP),
+                TRY_STRPTIME(event_time_text, '%m/%d/%Y %H:%M')
+            )
+        END AS v_event_time
+    FROM typed
+)
+SELECT *, {first_violation} AS rule_reason FROM timed
+"""
+
+#: Raw text columns read through ``present_sql`` (trimmed of blanks, NULL tokens -> NULL).
+TEXT_COLUMNS = ("user_id", "item_id", "event_type", "rating", "event_time", "transaction_id")
+TYPED_KEY = ", ".join(f"v_{column}" for column in DUPLICATE_KEY)
+FULL, INCREMENTAL = "full", "incremental"
+
+
+@dataclass(frozen=True)
+class RoutingRun:
+    """What one routing run did: ``full`` or ``incremental``, the raw rows it routed, and the
+    relation GX must check (the whole validated table, or the rows this run added)."""
+
+    mode: str
+    rows_routed: int
+    batches_routed: int
+    gx_relation: str
+
+
+def typed_rows_sql() -> str:
+    return TYPED_ROWS_SQL.format(
+        **{column: present_sql(column) for column in TEXT_COLUMNS}, first_violation=first_violation_sql()
+    )
+
+
+def settings_fingerprint(bounds: Bounds) -> str:
+    """Changes whenever the rules' SQL or the configured bounds change (then every row is routed again)."""
+    text = "\n".join([typed_rows_sql(), bounds.min_event_time.isoformat(), str(bounds.max_future_hours)])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _same_key(left: str, right: str, left_prefix: str = "v_") -> str:
+    """SQL: two rows hold the same event key (NULL equals NULL, as in the duplicate rule); the right
+    row has typed ``v_*`` columns, the left one too or (``left_prefix=""``) validated columns."""
+    return " AND ".join(f"{left}.{left_prefix}{c} IS NOT DISTINCT FROM {right}.v_{c}" for c in DUPLICATE_KEY)
+
+
+def _key_of(alias: str, prefix: str = "v_") -> str:
+    """SQL: the event key columns of ``alias``, named as typed columns (``v_*``)."""
+    return ", ".join(f"{alias}.{prefix}{c} AS v_{c}" for c in DUPLICATE_KEY)
+
+
+def _table_exists(con: duckdb.DuckDBPyConnection, qualified: str) -> bool:
+    schema, _, name = qualified.rpartition(".")
+    sql = "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?"
+    return bool(con.execute(sql, [schema or "main", name]).fetchone()[0])
+
+
+def needs_full_rebuild(con: duckdb.DuckDBPyConnection, fingerprint: str) -> bool:
+    """True when the outputs cannot be extended batch by batch (see the module docstring)."""
+    tables = (VALIDATED, QUARANTINED, ROUTED_BATCHES, ROUTING_SETTINGS)
+    if not all(_table_exists(con, table) for table in tables):
+        return True
+    if con.execute(f"SELECT count(*) FROM {ROUTING_SETTINGS} WHERE fingerprint = ?", [fingerprint]).fetchone()[0] != 1:
+        return True
+    (vanished,) = con.execute(
+        f"SELECT count(*) FROM (SELECT * FROM {ROUTED_BATCHES} EXCEPT SELECT * FROM raw_batches)"
+    ).fetchone()
+    return vanished > 0
+
+
+def _collect_input(con: duckdb.DuckDBPyConnection, full: bool) -> None:
+    """``routing_input``: raw rows of the batches not yet routed, plus (incremental) the quarantined
+    rows whose reason depends on the time of the run, read again from ``raw_events``."""
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE new_batches AS SELECT * FROM raw_batches EXCEPT SELECT * FROM {ROUTED_BATCHES}"
+    )
+    retried = "" if full else f"""
+        UNION ALL
+        SELECT r.* FROM raw_events r SEMI JOIN (
+            SELECT source_file, source_row FROM {QUARANTINED} WHERE list_contains($reasons, reason)
+        ) q ON r.source_file = q.source_file AND r.source_row = q.source_row"""
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE routing_input AS
+        SELECT r.* FROM raw_events r SEMI JOIN new_batches b
+            ON r.source_file IS NOT DISTINCT FROM b.source_file AND r.ingested_at IS NOT DISTINCT FROM b.ingested_at
+        {retried}
+        """,
+        {} if full else {"reasons": list(TIME_DEPENDENT_REASONS)},
+    )
+    if not full:
+        con.execute(f"DELETE FROM {QUARANTINED} WHERE list_contains($reasons, reason)",
+                    {"reasons": list(TIME_DEPENDENT_REASONS)})
+
+
+def _rank_duplicates(con: duckdb.DuckDBPyConnection) -> None:
+    """``duplicate_losers``: rows (new or validated earlier) with an identical event ingested before them.
+
+    Only keys that occur twice are ranked (a hash aggregate finds them): ranking every row by a
+    window over the whole key cost ~30% of validating a fresh warehouse.
+    """
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE passing_keys AS
+        SELECT {TYPED_KEY}, count(*) AS n FROM routing_typed WHERE rule_reason IS NULL GROUP BY ALL
+        """
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE clashing_keys AS
+        SELECT {TYPED_KEY} FROM passing_keys WHERE n > 1
+        UNION
+        SELECT {_key_of('v', '')} FROM {VALIDATED} v SEMI JOIN passing_keys p ON {_same_key('v', 'p', '')}
+        """
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE duplicate_losers AS
+        SELECT source_file, source_row, is_new FROM (
+            SELECT source_file, source_row, is_new, row_number() OVER (
+                PARTITION BY {TYPED_KEY} ORDER BY ingested_at, source_file, source_row) AS position
+            FROM (
+                SELECT {_key_of('t')}, t.ingested_at, t.source_file, t.source_row, true AS is_new
+                FROM routing_typed t SEMI JOIN clashing_keys c ON {_same_key('t', 'c')}
+                WHERE t.rule_reason IS NULL
+                UNION ALL
+                SELECT {_key_of('v', '')}, r.ingested_at, v.source_file, v.source_row, false
+                FROM {VALIDATED} v SEMI JOIN clashing_keys c ON {_same_key('v', 'c', '')}
+                JOIN raw_events r ON r.source_file = v.source_file AND r.source_row = v.source_row
+            )
+        ) WHERE position > 1
+        """
+    )
+
+
+def _write_outputs(con: duckdb.DuckDBPyConnection) -> None:
+    """Append this run's routed rows; validated rows that lost to an earlier copy move to the quarantine."""
+    con.execute(
+        f"""
+        INSERT INTO {QUARANTINED}
+        SELECT r.*, '{DUPLICATE_REASON}', now()::TIMESTAMP FROM raw_events r
+        SEMI JOIN (SELECT * FROM duplicate_losers WHERE NOT is_new) l
+            ON r.source_file = l.source_file AND r.source_row = l.source_row
+        """
+    )
+    con.execute(
+        f"""
+        DELETE FROM {VALIDATED} v WHERE EXISTS (
+            SELECT 1 FROM duplicate_losers l
+            WHERE NOT l.is_new AND l.source_file = v.source_file AND l.source_row = v.source_row)
+        """
+    )
+    con.execute(
+        f"""
+        INSERT INTO {VALIDATED}
+        SELECT v_user_id, v_item_id, v_event_type, v_rating, v_event_time, v_transaction_id,
+               source_file, source_row, source_format
+        FROM routing_typed t
+        WHERE rule_reason IS NULL AND NOT EXISTS (
+            SELECT 1 FROM duplicate_losers l WHERE l.source_file = t.source_file AND l.source_row = t.source_row)
+        """
+    )
+    con.execute(
+        f"""
+        INSERT INTO {QUARANTINED}
+        SELECT {RAW_COLUMNS}, coalesce(rule_reason, '{DUPLICATE_REASON}'), now()::TIMESTAMP
+        FROM routing_typed t
+        WHERE rule_reason IS NOT NULL OR EXISTS (
+            SELECT 1 FROM duplicate_losers l WHERE l.source_file = t.source_file AND l.source_row = t.source_row)
+        ORDER BY source_file, source_row
+        """
+    )
+
+
+def _collect_gx_scope(con: duckdb.DuckDBPyConnection) -> None:
+    """``validation_scope``: every validated row holding the event key of a row routed by this run.
+
+    Those are the rows this run added and any row that could now duplicate one of them: the
+    row-wise expectations need the first, the uniqueness expectation the second.
+    """
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE {NEW_ROWS_SCOPE} AS
+        SELECT v.* FROM {VALIDATED} v SEMI JOIN passing_keys p ON {_same_key('v', 'p', '')}
+        """
+    )
+
+
+def route_raw_rows(con: duckdb.DuckDBPyConnection, bounds: Bounds) -> RoutingRun:
+    """Route the raw rows not yet routed (all of them when a rebuild is needed), atomically.
+
+    ``validated_interactions`` is written unsorted: sorting it by time cost ~18% of validation and
+    nothing reads it in storage order (the dbt models order their "latest" aggregates explicitly).
+    """
+    fingerprint = settings_fingerprint(bounds)
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE raw_batches AS "
+            "SELECT source_file, ingested_at, count(*) AS n_rows FROM raw_events GROUP BY ALL"
+        )
+        full = needs_full_rebuild(con, fingerprint)
+        if full:
+            for ddl in OUTPUT_DDL:
+                con.execute(ddl)
+        _collect_input(con, full)
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE routing_typed AS {typed_rows_sql()}",
+            {"min_time": bounds.min_event_time, "max_time": bounds.max_event_time},
+        )
+        _rank_duplicates(con)
+        _write_outputs(con)
+        if not full:
+            _collect_gx_scope(con)
+        con.execute(f"INSERT INTO {ROUTED_BATCHES} SELECT * FROM new_batches")
+        con.execute(f"CREATE OR REPLACE TABLE {ROUTING_SETTINGS} AS SELECT ?::VARCHAR AS fingerprint", [fingerprint])
+        (rows,) = con.execute("SELECT count(*) FROM routing_input").fetchone()
+        (batches,) = con.execute("SELECT count(*) FROM new_batches").fetchone()
+        for table in ("raw_batches", "new_batches", "routing_input", "routing_typed", "passing_keys", "clashing_keys",
+                      "duplicate_losers"):
+            con.execute(f"DROP TABLE {table}")
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return RoutingRun(FULL if full else INCREMENTAL, rows, batches, VALIDATED if full else NEW_ROWS_SCOPE)
