@@ -17,7 +17,7 @@ not the millions. Three things keep that equal to routing every raw row from scr
   does not depend on the time of the run;
 - everything else rebuilds both tables from all raw rows: the first run, a routed batch that is no
   longer in ``raw_events`` (a file whose content changed, a partition re-run), and a change of the
-  rules' SQL or of the configured bounds (``main.validation_settings`` keeps their fingerprint).
+  validation code or of the configured bounds (``main.validation_settings`` keeps their fingerprint).
 
 All writes of a run happen in one transaction: a failure leaves the previous tables and ledger.
 """
@@ -25,10 +25,13 @@ All writes of a run happen in one transaction: a failure leaves the previous tab
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 
+from recsys_dagster.validate import suite
 from recsys_dagster.validate.suite import (
     DUPLICATE_KEY,
     DUPLICATE_REASON,
@@ -134,9 +137,13 @@ def typed_rows_sql() -> str:
 
 
 def settings_fingerprint(bounds: Bounds) -> str:
-    """Changes whenever the rules' SQL or the configured bounds change (then every row is routed again)."""
-    text = "\n".join([typed_rows_sql(), bounds.min_event_time.isoformat(), str(bounds.max_future_hours)])
-    return hashlib.sha256(text.encode()).hexdigest()
+    """Changes whenever the validation code (rules, routing SQL, GX suite) or the configured bounds
+    change: the next run then routes and proves every row again, under the new rules."""
+    digest = hashlib.sha256()
+    for module in (suite, sys.modules[__name__]):
+        digest.update(Path(module.__file__).read_bytes())
+    digest.update(f"{bounds.min_event_time.isoformat()}|{bounds.max_future_hours}".encode())
+    return digest.hexdigest()
 
 
 def _table_exists(con: duckdb.DuckDBPyConnection, qualified: str) -> bool:
