@@ -47,9 +47,10 @@ from recsys_dagster.validate.suite import (
 
 ROW_ACCOUNTING_CHECK = "row_accounting"
 
-#: Most validated rows handed to GX at once. GX checks pandas frames (~1 GB per million rows here), so
-#: a large table is checked in partitions to keep memory bounded; rows are partitioned by a hash of
-#: the duplicate key, so identical events always meet in one partition and uniqueness stays exact.
+#: Most validated rows handed to GX at once. GX checks pandas frames (a 1M-row frame is ~80 MiB with the
+#: text columns as categoricals, ~220 MiB as Python strings, plus GX's working copies), so a large table
+#: is checked in partitions to keep memory bounded; rows are partitioned by a hash of the duplicate key,
+#: so identical events always meet in one partition and uniqueness stays exact.
 GX_PARTITION_ROWS = 1_000_000
 #: Typed (non-text) columns of the duplicate key; the others are read as categoricals.
 NON_TEXT_KEY_COLUMNS = ("event_time", "rating")

@@ -9,6 +9,7 @@ import duckdb
 import pytest
 from dagster import materialize
 
+from recsys_dagster.ingest.assets import TABLE_DDL
 from recsys_dagster.resources import WarehouseResource
 from recsys_dagster.validate.assets import suite_outcomes, validate_interactions
 from recsys_dagster.validate.routing import (
@@ -22,13 +23,8 @@ from recsys_dagster.validate.routing import (
 )
 from recsys_dagster.validate.suite import Bounds
 
-RAW_DDL = """
-CREATE TABLE raw_events (
-    source_file VARCHAR, source_row BIGINT, source_format VARCHAR, user_id VARCHAR, item_id VARCHAR,
-    event_type VARCHAR, rating VARCHAR, event_time VARCHAR, time_unit VARCHAR, transaction_id VARCHAR,
-    ingested_at TIMESTAMP
-)
-"""
+#: The real raw_events table of the ingestion stage.
+RAW_DDL = next(ddl for ddl in TABLE_DDL if "raw_events" in ddl)
 DAY1, DAY2 = datetime(2024, 3, 1, 2), datetime(2024, 3, 2, 2)
 SOON = datetime.now() + timedelta(hours=3)
 # (user_id, item_id, event_type, rating, event_time, time_unit, transaction_id)
