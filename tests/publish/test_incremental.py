@@ -155,12 +155,23 @@ def test_the_contract_and_parquet_copy_hold_after_the_increment(increment: Incre
     pd.testing.assert_frame_equal(parquet, increment.after)
 
 
-def test_a_broken_increment_leaves_the_live_file_alone(increment: Increment, tmp_path: Path) -> None:
+def duplicated(rows: pd.DataFrame) -> pd.DataFrame:
+    return pd.concat([rows, rows])
+
+
+def other_version(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows.assign(model_version="another-version")
+
+
+@pytest.mark.parametrize(
+    ("breakage", "invariant"),
+    [(duplicated, "no_duplicate_items_per_user"), (other_version, "single_model_version")],
+)
+def test_a_broken_increment_leaves_the_live_file_alone(increment: Increment, tmp_path: Path, breakage, invariant) -> None:
     live = tmp_path / "serving.duckdb"
     live.write_bytes((increment.root / "serving.duckdb").read_bytes())
-    user_rows = increment.after[increment.after["user_id"] == NEW_USER]
-    duplicated = pa.Table.from_pandas(pd.concat([user_rows, user_rows]), preserve_index=False)
-    with pytest.raises(PublishInvariantError, match="no_duplicate_items_per_user"):
-        replace_user_rows(live, pd.Index([NEW_USER]), duplicated, purchased(increment.root))
+    broken = pa.Table.from_pandas(breakage(increment.after[increment.after["user_id"] == NEW_USER]), preserve_index=False)
+    with pytest.raises(PublishInvariantError, match=invariant):
+        replace_user_rows(live, pd.Index([NEW_USER]), broken, purchased(increment.root))
     assert live.read_bytes() == (increment.root / "serving.duckdb").read_bytes()
     assert not list(tmp_path.glob(".serving.duckdb.*"))
