@@ -74,7 +74,9 @@ def timed_run(
     )
     wall = time.time() - started
     stages = [
-        StageFigure(key, key, round(end - start, 2), round(sampler.peak_between(start, end) / GIB, 3), round(start - started, 2))
+        StageFigure(
+            key, key, round(end - start, 2), round(sampler.peak_between(start, end) / GIB, 3), round(start - started, 2)
+        )
         for key, (start, end) in step_intervals(instance, result.run_id).items()
     ]
     run = PipelineRun(

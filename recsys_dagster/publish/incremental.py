@@ -236,8 +236,8 @@ def increment_lists(
     con: duckdb.DuckDBPyConnection, champion: LoadedModel, repurchase: bool, source_files: list[Path],
     config: PublishConfig,
 ) -> tuple[pa.Table, pd.DataFrame, int]:
-    """The published lists of the users who acted in ``source_files`` by the full publish's rules; also the pairs never to recommend
-    (the invariant's input) and how many users the champion scored."""
+    """The published lists of the users who acted in ``source_files``, by the full publish's rules; also
+    the pairs never to recommend (the invariant's input) and how many users the champion scored."""
     purchased = purchased_pairs(con, SERVING_TABLE)
     owned = purchased.iloc[0:0] if repurchase else purchased
     banned = unavailable_items(con)
@@ -255,14 +255,8 @@ def increment_lists(
         )
     finally:
         drop_user_limit(con)
-    return user_recommendation_rows(recs, champion, datetime.now(UTC).replace(tzinfo=None)), owned, len(scored.fit_arrays("serving").user_ids)
-
-
-@dataclass(frozen=True)
-class Replacement:
-    rows_deleted: int
-    rows_inserted: int
-    rows_total: int
+    generated_at = datetime.now(UTC).replace(tzinfo=None)
+    return user_recommendation_rows(recs, champion, generated_at), owned, len(scored.fit_arrays("serving").user_ids)
 
 
 #: The contract's tables that hold recommendations (the invariants read all three).
@@ -298,6 +292,8 @@ def increment_violations(
 
 @dataclass(frozen=True)
 class Replacement:
+    """What one swap did to recs.user_recommendations."""
+
     rows_deleted: int
     rows_inserted: int
     rows_total: int
@@ -360,9 +356,10 @@ def recommendations_increment(
     context: AssetExecutionContext, config: PublishConfig, warehouse: WarehouseResource, paths: RecsysPaths
 ) -> MaterializeResult:
     """Republish the rows of the users who acted in this partition's file (module docstring)."""
+    reason = full_refresh_reason(paths.serving_file(), paths.models_path())
+    if reason is not None:  # e.g. launched by hand, or the nightly run changed the champion meanwhile
+        raise Failure(f"no incremental refresh possible: {reason}; run refresh_recommendations")
     publication = live_publication(paths.serving_file())
-    if publication is None:
-        raise Failure("nothing is published yet: run refresh_recommendations first")
     steps: dict[str, float] = {}
     with timed() as total:
         with warehouse.get_connection() as con:
@@ -383,8 +380,8 @@ def recommendations_increment(
             )
         steps["parquet_s"] = watch.seconds
     context.log.info(
-        f"{', '.join(file.name for file in source_files)}: {len(users)} users republished ({model_users} by {champion.model}), "
-        f"{replaced.rows_deleted} rows replaced by {replaced.rows_inserted}"
+        f"{', '.join(file.name for file in source_files)}: {len(users)} users republished "
+        f"({model_users} by {champion.model}), {replaced.rows_deleted} rows replaced by {replaced.rows_inserted}"
     )
     return MaterializeResult(
         metadata={

@@ -53,7 +53,10 @@ def run_job(name: str, instance: DagsterInstance, partition_key: str | None = No
     result = defs.resolve_job_def(name).execute_in_process(
         instance=instance, partition_key=partition_key, raise_on_error=False
     )
-    errors = [event.step_failure_data.error.cause.to_string() if event.step_failure_data.error.cause else event.step_failure_data.error.to_string() for event in result.all_events if event.is_step_failure]
+    errors = [
+        (event.step_failure_data.error.cause or event.step_failure_data.error).to_string()
+        for event in result.all_events if event.is_step_failure
+    ]
     assert result.success, errors
     return result
 
