@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -24,7 +25,13 @@ from recsys_dagster.automation.jobs import INCREMENTAL_JOB_NAME
 from recsys_dagster.automation.sensors import inbox_sensor
 from recsys_dagster.definitions import defs
 from recsys_dagster.ingest.assets import INPUT_FILES
-from recsys_dagster.publish.incremental import replace_user_rows
+from recsys_dagster.publish.incremental import (
+    current_rows,
+    live_publication,
+    published_champion,
+    recalculated_user_factors,
+    replace_user_rows,
+)
 from recsys_dagster.publish.serving import PublishInvariantError, check_invariants
 from recsys_dagster.settings import DATA_DIR
 from tests.conftest import isolate_pipeline
@@ -178,3 +185,20 @@ def test_a_broken_increment_leaves_the_live_file_alone(increment: Increment, tmp
         replace_user_rows(live, pd.Index([NEW_USER]), broken, purchased(increment.root))
     assert live.read_bytes() == (increment.root / "serving.duckdb").read_bytes()
     assert not list(tmp_path.glob(".serving.duckdb.*"))
+
+
+def test_recalculated_factors_solve_the_als_normal_equations(increment: Increment) -> None:
+    """implicit's ``recalculate_user`` as called here is the exact ALS user solve with the fit's alpha and
+    regularization: (Y'Y + reg I + sum (c - 1) y y') x = sum c y, c = alpha * strength (Hu et al.)."""
+    root = increment.root
+    with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as con:
+        champion, _ = published_champion(con, live_publication(root / "serving.duckdb"))
+        config = champion.spec.config_class(**champion.params)
+        items = champion.fit_arrays("serving").item_index
+        rows = current_rows(con, pd.Index([increment.warm_user, NEW_USER]), items, config.weighting)
+    item_factors = champion.fit_arrays("serving").dense["item_factors"].astype(np.float64)
+    solved = recalculated_user_factors(champion.fit_arrays("serving").dense["item_factors"], rows, config)
+    for row in range(rows.shape[0]):
+        y, confidence = item_factors[rows[row].indices], config.alpha * rows[row].data
+        lhs = item_factors.T @ item_factors + config.regularization * np.eye(y.shape[1]) + (y.T * (confidence - 1)) @ y
+        np.testing.assert_allclose(solved[row], np.linalg.solve(lhs, y.T @ confidence), rtol=1e-3, atol=1e-4)
