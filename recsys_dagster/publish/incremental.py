@@ -169,14 +169,11 @@ def current_rows(con: duckdb.DuckDBPyConnection, users: pd.Index, items: pd.Inde
     weighted like ``fit_als`` does, and their rows taken from it.
     """
     if weighting == "none":
-        con.register("wanted_users", pd.DataFrame({"user_id": users}))
-        try:
-            frame = con.execute(
-                f"SELECT user_id, item_id, strength FROM {SERVING_TABLE} SEMI JOIN wanted_users USING (user_id) "
-                "WHERE strength > 0"
-            ).df()
-        finally:
-            con.unregister("wanted_users")
+        frame = con.execute(
+            f"SELECT user_id, item_id, strength FROM {SERVING_TABLE} "
+            "WHERE strength > 0 AND user_id IN (SELECT unnest($users))",
+            {"users": users.tolist()},
+        ).df()
         return reindexed(frame["user_id"].to_numpy(str), frame["item_id"].to_numpy(str), frame["strength"], users, items)
     whole = load_matrix(con, SERVING_TABLE)
     cells = WEIGHTINGS[weighting](whole.matrix).tocoo()
