@@ -32,6 +32,14 @@ Model (every shape constant and its real-log source is in ``bench.calibration``)
 5. Views: a new view stays in the visitor's home category with a fixed probability, else it is drawn
    from the whole catalog; some views repeat an item seen earlier in the session.
 
+Next day (``--next-day EVENTS``): after the base log, one more day of about EVENTS events as its own
+file ``DIR/day-YYYY-MM-DD.csv`` (the incremental benchmark's inbox file, ``bench.incremental``). The
+same model on the same catalog, each visitor's events moved by whole days so that their first lands
+on the day after the base log's last event (events that would fall on a later day are dropped);
+returning visitors make up the share of a day's visitors that the base log's last full day has
+(visitors seen on an earlier day), drawn from the base visitors in proportion to their events;
+the others are new ids. Seeded from ``--seed`` too, so the same arguments give the same file.
+
 Memory stays bounded: visitors are generated in fixed blocks (vectorized numpy, no per-event Python)
 written as Parquet parts; DuckDB sorts them (spilling to disk) into the CSV.
 """
@@ -50,6 +58,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bench import calibration as cal
@@ -61,7 +70,7 @@ VISITORS_PER_BLOCK = 250_000
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
 #: Separate random streams per purpose (combined with the seed), so one part's draws never shift another's.
-CATALOG_STREAM, VISITOR_STREAM, BLOCK_STREAM = 1, 2, 3
+CATALOG_STREAM, VISITOR_STREAM, BLOCK_STREAM, NEXT_DAY_STREAM = 1, 2, 3, 4
 DUCKDB_MEMORY_LIMIT = "2GB"
 #: Real logs that are short windows: compared also with the generated log's earliest slice of their size.
 SLICED_REAL_LOGS = ("taobao_window", "rees46")
@@ -413,6 +422,94 @@ def generate(config: GeneratorConfig, out_dir: Path) -> tuple[Path, Path]:
     return events_path, items_path
 
 
+@dataclass(frozen=True)
+class BaseLog:
+    """What the next day continues: when the base log ends, who visited it, its last transaction id."""
+
+    day_start_ms: int
+    visitor_ids: np.ndarray
+    visitor_events: np.ndarray
+    returning_share: float
+    max_transaction_id: int
+
+
+BASE_LOG_SQL = """
+WITH events AS (SELECT visitorid, timestamp // $day AS day, transactionid FROM read_csv($path)),
+last_day AS (SELECT max(day) - 1 AS day FROM events),  -- the last complete day
+visitors AS (SELECT visitorid, count(*) AS n_events, min(day) AS first_day,
+                    bool_or(day = (SELECT day FROM last_day)) AS on_last_day
+             FROM events GROUP BY visitorid)
+SELECT (SELECT max(day) FROM events) + 1, (SELECT coalesce(max(transactionid), 0) FROM events),
+       avg(CASE WHEN on_last_day THEN CAST(first_day < (SELECT day FROM last_day) AS DOUBLE) END),
+       list(visitorid ORDER BY visitorid), list(n_events ORDER BY visitorid)
+FROM visitors
+"""
+
+
+def read_base_log(events_path: Path) -> BaseLog:
+    """The base log's end, visitors (with event counts) and the share of returning visitors on a day."""
+    with quiet_connection() as con:
+        next_day, max_tx, returning, visitors, counts = con.execute(
+            BASE_LOG_SQL, {"day": DAY_MS, "path": str(events_path)}
+        ).fetchone()
+    return BaseLog(next_day * DAY_MS, np.asarray(visitors), np.asarray(counts, float), float(returning), int(max_tx))
+
+
+def day_events(config: GeneratorConfig, catalog: Catalog, seed: int, base: BaseLog) -> pa.Table:
+    """Events of ``config.events`` generated the usual way, each visitor's moved by whole days onto
+    the base log's next day (later days dropped), visitors mapped to returning or new ids."""
+    table = pa.concat_tables([generate_block(block, catalog, seed) for block in plan_blocks(config, catalog)])
+    visitor = table["visitorid"].to_numpy()
+    timestamp = table["timestamp"].to_numpy()
+    first = np.full(config.users, np.iinfo(np.int64).max)
+    np.minimum.at(first, visitor, timestamp)
+    moved = base.day_start_ms + timestamp - (first[visitor] // DAY_MS) * DAY_MS
+    kept = moved < base.day_start_ms + DAY_MS
+    rng = np.random.default_rng([seed, NEXT_DAY_STREAM])
+    n_returning = round(base.returning_share * config.users)
+    returning = rng.choice(
+        base.visitor_ids, size=n_returning, replace=False, p=base.visitor_events / base.visitor_events.sum()
+    )
+    new_ids = base.visitor_ids.max() + 1 + np.arange(config.users - n_returning)
+    ids = np.concatenate([returning, new_ids])  # day visitor ids are a permutation: the first ones return
+    return pa.table(
+        {
+            "seq": table["seq"].filter(kept),
+            "timestamp": moved[kept],
+            "visitorid": ids[visitor[kept]],
+            "event": table["event"].filter(kept),
+            "itemid": table["itemid"].filter(kept),
+            "tx_key": pc.add(table["tx_key"].filter(kept), base.max_transaction_id + 1),  # after the base's ids
+        }
+    )
+
+
+def generate_next_day(config: GeneratorConfig, base_events: Path, events: int, out_dir: Path) -> Path:
+    """Write about ``events`` events of the day after ``base_events`` (generated with ``config``) as
+    ``out_dir/day-YYYY-MM-DD.csv``.
+
+    A first pass learns which share of generated events stays on the day; the second generates
+    ``events`` / that share (both passes seeded, so the file is deterministic)."""
+    base = read_base_log(base_events)
+    catalog = build_catalog(config)
+    seed = int(np.random.SeedSequence([config.seed, NEXT_DAY_STREAM]).generate_state(1)[0])
+
+    def day_config(n_events: int) -> GeneratorConfig:
+        return GeneratorConfig(n_events, seed, config.items, max(1, round(n_events * config.users / config.events)))
+
+    kept_share = day_events(day_config(events), catalog, seed, base).num_rows / events
+    table = day_events(day_config(math.ceil(events / kept_share)), catalog, seed, base)
+    day = time.strftime("%Y-%m-%d", time.gmtime(base.day_start_ms / 1000))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"day-{day}.csv"
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".next-day-") as scratch:
+        part = Path(scratch) / "day.parquet"
+        pq.write_table(table, part)
+        with quiet_connection() as con:
+            con.execute(_EVENTS_COPY_SQL, [str(part), str(target)])
+    return target
+
+
 def register_generated_log(con: duckdb.DuckDBPyConnection, events_path: Path, name: str = "generated") -> None:
     """A view ``name`` of a generated events.csv in the statistics' columns (visitor, item, event, ts_ms, session)."""
     con.execute(
@@ -483,6 +580,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--items", type=int, default=None, help="catalog size (default: scaled from RetailRocket)")
     parser.add_argument("--users", type=int, default=None, help="visitors (default: scaled from RetailRocket)")
+    parser.add_argument(
+        "--next-day", type=int, default=None, metavar="EVENTS",
+        help="also write about EVENTS events of the day after the log as DIR/day-YYYY-MM-DD.csv",
+    )
     parser.add_argument("--stats", action="store_true", help="print the generated vs real statistics table")
     parser.add_argument("--stats-md", type=Path, default=None, help="also write the table (and timing) to this file")
     return parser.parse_args(argv)
@@ -495,6 +596,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     events_path, items_path = generate(config, args.out)
     wall = time.perf_counter() - started
     print(f"wrote {events_path} and {items_path} ({config}) in {wall:.1f} s")
+    if args.next_day:
+        print(f"wrote {generate_next_day(config, events_path, args.next_day, args.out)}")
     if not (args.stats or args.stats_md):
         return
     table = statistics_table(events_path, config)

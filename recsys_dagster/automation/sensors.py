@@ -1,5 +1,6 @@
-"""The inbox sensor: a new, fully written event file becomes a partition and triggers one refresh
-that ingests exactly that file.
+"""The inbox sensor: a new, fully written event file becomes a partition and triggers one run that
+ingests exactly that file: the incremental refresh of the users who acted in it once a publication
+exists, the full refresh before that.
 
 Files are keyed by name, size and modification time. A file is "settled" (no longer being written)
 when it is older than ``RECSYS_INBOX_SETTLE_SECONDS`` or has a ``<name>.done`` marker beside it;
@@ -8,7 +9,11 @@ requested, and each run request's ``run_key`` is the same key, so Dagster itself
 file twice; ingestion also de-duplicates by content hash, so even a renamed copy adds no rows.
 Each file is added as a partition of the ingest assets (``INPUT_FILES``, keyed by file name) and the
 run targets that partition: the run list and the partition view show which file each run loaded, and
-the same partition can be re-run later. A file whose name Dagster refuses as a partition key (it
+the same partition can be re-run later. Which job a file gets is decided when it is seen
+(``full_refresh_reason``): ``incremental_refresh`` when the live serving file was published from a
+champion whose users can be refitted alone (ALS, repeat-aware) and its serving fit is on disk,
+``refresh_recommendations`` otherwise (the first file, another champion, a missing fit). The nightly
+schedule always runs the full refresh. A file whose name Dagster refuses as a partition key (it
 contains "..." or a control character) is skipped with a message asking to rename it.
 """
 
@@ -21,9 +26,10 @@ from pathlib import Path
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
 
 from recsys_dagster import settings
-from recsys_dagster.automation.jobs import refresh_recommendations
+from recsys_dagster.automation.jobs import incremental_refresh, refresh_recommendations
 from recsys_dagster.ingest.assets import INPUT_FILES, is_listable_partition_key
 from recsys_dagster.ingest.files import is_data_file_name
+from recsys_dagster.publish.incremental import full_refresh_reason
 
 DONE_SUFFIX = ".done"
 PARTIAL_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload")
@@ -67,17 +73,29 @@ def settled_files(inbox: Path, now: float, settle: float) -> list[InboxFile]:
     return found
 
 
-def run_request_for(file: InboxFile) -> RunRequest:
-    """One refresh of the file's partition: its ingest step loads exactly this file."""
-    return RunRequest(run_key=file.key, partition_key=file.path.name, tags={"recsys/inbox_file": file.path.name})
+def run_request_for(file: InboxFile, job_name: str) -> RunRequest:
+    """One run of ``job_name`` on the file's partition: its ingest step loads exactly this file."""
+    return RunRequest(
+        run_key=file.key, job_name=job_name, partition_key=file.path.name, tags={"recsys/inbox_file": file.path.name}
+    )
+
+
+def job_for_new_files(context: SensorEvaluationContext) -> str:
+    """The incremental refresh when the live publication allows one, else the full refresh (logged why)."""
+    reason = full_refresh_reason(settings.serving_path(), settings.models_dir())
+    if reason is None:
+        return incremental_refresh.name
+    context.log.info(f"full refresh: {reason}")
+    return refresh_recommendations.name
 
 
 @sensor(
     name="inbox_sensor",
-    job=refresh_recommendations,
+    jobs=[refresh_recommendations, incremental_refresh],
     minimum_interval_seconds=15,
     default_status=DefaultSensorStatus.STOPPED,
-    description="Ingest each new, fully written file dropped into RECSYS_INBOX_DIR, once, and refresh.",
+    description="Ingest each new, fully written file dropped into RECSYS_INBOX_DIR, once, and republish: "
+    "incrementally (its users only) once a publication exists, else the full refresh.",
 )
 def inbox_sensor(context: SensorEvaluationContext) -> SensorResult | SkipReason:
     seen: set[str] = set(json.loads(context.cursor)) if context.cursor else set()
@@ -89,8 +107,9 @@ def inbox_sensor(context: SensorEvaluationContext) -> SensorResult | SkipReason:
     if not fresh:
         return SkipReason(f"no new settled file in {settings.inbox_dir()}")
     context.log.info(f"new inbox files: {[f.path.name for f in fresh]}")
+    job_name = job_for_new_files(context)
     return SensorResult(
-        run_requests=[run_request_for(f) for f in fresh],
+        run_requests=[run_request_for(f, job_name) for f in fresh],
         dynamic_partitions_requests=[INPUT_FILES.build_add_request(sorted({f.path.name for f in fresh}))],
         cursor=json.dumps(sorted(seen | {f.key for f in fresh})),
     )

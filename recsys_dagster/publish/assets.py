@@ -178,17 +178,25 @@ def champion_gate(context: AssetCheckExecutionContext, warehouse: WarehouseResou
     )
 
 
+def user_recommendation_rows(recs: pa.Table, champion: LoadedModel, generated_at: datetime) -> pa.Table:
+    """``recs`` (published_recommendations) in the contract's columns of recs.user_recommendations;
+    the incremental publish (publish/incremental.py) writes its rows with this too."""
+    size = recs.num_rows
+    return (
+        recs.select(["user_id", "rank", "item_id", "score"])
+        .append_column("model", pa.array([champion.model] * size if size else [], pa.string()))
+        .append_column("model_version", pa.array([champion.model_version] * size if size else [], pa.string()))
+        .append_column("generated_at", pa.array([generated_at] * size if size else [], pa.timestamp("us")))
+    )
+
+
 def _contract_frames(
     recs: pa.Table, similar: pd.DataFrame, popular: pd.DataFrame, items: pd.DataFrame,
     runs: pd.DataFrame, champion: LoadedModel, similar_version: str,
 ) -> dict[str, pd.DataFrame | pa.Table]:
     generated_at = datetime.now(UTC).replace(tzinfo=None)
-    size = recs.num_rows
     return {
-        "recs.user_recommendations": recs.select(["user_id", "rank", "item_id", "score"])
-        .append_column("model", pa.array([champion.model] * size if size else [], pa.string()))
-        .append_column("model_version", pa.array([champion.model_version] * size if size else [], pa.string()))
-        .append_column("generated_at", pa.array([generated_at] * size if size else [], pa.timestamp("us"))),
+        "recs.user_recommendations": user_recommendation_rows(recs, champion, generated_at),
         "recs.similar_items": similar.assign(model_version=similar_version, generated_at=generated_at),
         "recs.popular_items": popular.assign(generated_at=generated_at),
         "recs.items": items,

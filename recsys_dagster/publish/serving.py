@@ -179,12 +179,14 @@ def publish_serving_file(
     return counts
 
 
-def export_parquet(serving_path: Path, published_dir: Path) -> dict[str, Path]:
-    """Export the public tables of the live serving file as Parquet, each file replaced atomically."""
+def export_parquet(
+    serving_path: Path, published_dir: Path, tables: tuple[str, ...] = PARQUET_EXPORTS
+) -> dict[str, Path]:
+    """Export the public ``tables`` of the live serving file as Parquet, each file replaced atomically."""
     published_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     with duckdb.connect(str(serving_path), read_only=True) as con:
-        for table in PARQUET_EXPORTS:
+        for table in tables:
             target = published_dir / f"{table.split('.')[1]}.parquet"
             with _staging_file(target) as staging:
                 con.execute(f"COPY (SELECT * FROM {table}) TO $path (FORMAT parquet)", {"path": str(staging)})

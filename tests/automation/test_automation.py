@@ -34,13 +34,14 @@ def test_definitions_load_the_whole_graph() -> None:
         "item_knn_model", "model_evaluation", "user_recommendations", "similar_items", "popular_items",
     } <= keys
     assert defs.resolve_job_def("refresh_recommendations").partitions_def == INPUT_FILES
+    assert defs.resolve_job_def("incremental_refresh").partitions_def == INPUT_FILES
     assert {s.name for s in defs.sensors} == {"inbox_sensor", "pipeline_failure_sensor"}
 
 
-def test_only_the_raw_tables_are_partitioned_by_file() -> None:
+def test_only_the_raw_tables_and_the_increment_are_partitioned_by_file() -> None:
     graph = defs.resolve_asset_graph()
     partitioned = {key.to_user_string() for key in graph.get_all_asset_keys() if graph.get(key).partitions_def}
-    assert partitioned == {"raw_events", "raw_items"}
+    assert partitioned == {"raw_events", "raw_items", "recommendations_increment"}
     assert graph.get(AssetKey("raw_events")).partitions_def == INPUT_FILES
 
 
@@ -84,6 +85,7 @@ def test_sensor_requests_each_settled_file_once_as_a_partition(pipeline_env: Pat
     first = inbox_sensor(build_sensor_context())
     assert isinstance(first, SensorResult)
     assert [r.partition_key for r in first.run_requests] == ["events-2026-11-23.csv"]
+    assert first.run_requests[0].job_name == "refresh_recommendations"  # nothing published yet
     [add] = first.dynamic_partitions_requests
     assert (add.partitions_def_name, list(add.partition_keys)) == ("input_files", ["events-2026-11-23.csv"])
 
@@ -109,6 +111,16 @@ def test_sensor_ignores_links_that_leave_the_inbox(pipeline_env: Path) -> None:
     _age(outside, 60)
     (pipeline_env / "inbox_dir" / "sneaky.csv").symlink_to(outside)
     assert isinstance(inbox_sensor(build_sensor_context()), SkipReason)
+
+
+def test_the_increment_runs_only_in_its_own_job_after_the_file_and_serving_marts() -> None:
+    nightly = defs.resolve_job_def("refresh_recommendations").asset_layer.selected_asset_keys
+    incremental = defs.resolve_job_def("incremental_refresh").asset_layer.selected_asset_keys
+    assert AssetKey("recommendations_increment") not in nightly
+    assert {key.to_user_string() for key in incremental} == {
+        "raw_events", "raw_items", "validated_interactions", "quarantined_events", "stg_interactions",
+        "fct_user_item_interactions", "dim_users", "dim_items", "recommendations_increment",
+    }
 
 
 def test_tuning_runs_weekly_in_its_own_job_not_in_the_nightly_refresh() -> None:
