@@ -52,7 +52,7 @@ from recsys_dagster.models.artifacts import FitArrays
 from recsys_dagster.models.assets import MODEL_ASSETS, model_tuning, validation_split
 from recsys_dagster.models.marts import QUANTILE_CUTOFF, build_marts, pipeline_resources
 from recsys_dagster.models.registry import LoadedModel, load_latest, registered_models
-from recsys_dagster.models.repeat import PLAIN_OWN_FIRST, RepeatAwareConfig, with_own_history
+from recsys_dagster.models.repeat import PLAIN_OWN_FIRST, RepeatAwareConfig, item_similarity, with_own_history
 from recsys_dagster.models.svd import holdout_ratings, training_ratings
 from recsys_dagster.models.tuning import ALS_GRID, SVD_GRID, sampled_grid
 from recsys_dagster.settings import PROJECT_ROOT, REPURCHASE_ENV
@@ -187,7 +187,8 @@ def plain_repeat_list(con: duckdb.DuckDBPyConnection, loaded: LoadedModel) -> Lo
     for window in WINDOWS:
         arrays = loaded.fit_arrays(window.fit)
         fresh = FitArrays(arrays.user_ids, arrays.item_ids, dense=dict(arrays.dense))  # the original stays untouched
-        fits[window.fit] = with_own_history(con, window.train_table, fresh, PLAIN_LIST)
+        similarity = item_similarity(con, window.train_table, fresh)
+        fits[window.fit] = with_own_history(con, window.train_table, fresh, PLAIN_LIST, similarity)
     return LoadedModel(loaded.model, f"{loaded.model_version}-plain", loaded.artifact_dir, loaded.params, _fits=fits)
 
 
