@@ -192,12 +192,14 @@ def plain_repeat_list(con: duckdb.DuckDBPyConnection, loaded: LoadedModel) -> Lo
     return LoadedModel(loaded.model, f"{loaded.model_version}-plain", loaded.artifact_dir, loaded.params, _fits=fits)
 
 
-def test_ndcg_by_user(loaded: LoadedModel, fallback: LoadedModel, data: WindowData) -> pd.DataFrame:
+def test_ndcg_by_user(
+    con: duckdb.DuckDBPyConnection, loaded: LoadedModel, fallback: LoadedModel, data: WindowData
+) -> pd.DataFrame:
     """Per test user (index): NDCG@10 on every touched item (``all``), on items new to the user (``new``,
     NaN without one), and ``warm`` (history before the cutoff), from the lists the evaluation scores (made
     as deep as it makes them, so a model's own list and the popularity top-up split as they do there)."""
     users = data.relevant["user_id"].unique().astype(str)
-    recs = recommendations_with_fallback(loaded, fallback, users, data, max(EVAL_KS))
+    recs = recommendations_with_fallback(con, loaded, fallback, users, data, max(EVAL_KS))
     new_items = data.relevant[~data.relevant["seen_in_train"].astype(bool)]
     frame = pd.DataFrame({"all": per_user_ranking(recs, data.relevant, 10).set_index("user_id")["ndcg"],
                           "new": per_user_ranking(recs, new_items, 10).set_index("user_id")["ndcg"]})
@@ -257,7 +259,7 @@ def run_implicit(dataset: ImplicitDataset, scratch: Path) -> DatasetResult:
         plain_scores = {k: v for data in windows for k, v in window_scores(con, plain, fallback, data).items()}
         table = rows.pivot(index="model", columns="metric", values="value")
         table.loc[PLAIN_NAME] = pd.Series(plain_scores)
-        by_user = {name: test_ndcg_by_user(m, fallback, windows[1]) for name, m in {**models, PLAIN_NAME: plain}.items()}
+        by_user = {name: test_ndcg_by_user(con, m, fallback, windows[1]) for name, m in {**models, PLAIN_NAME: plain}.items()}
         facts = con.execute(
             """SELECT (SELECT count(*) FROM stg_interactions) AS n_events,
                       (SELECT count(DISTINCT user_id) FROM stg_interactions) AS n_users,

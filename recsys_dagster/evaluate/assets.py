@@ -8,8 +8,9 @@ Protocol (mirrors what gets published, so the numbers describe the published lis
   excluding what they already own in its train period (unless the shop's repurchase policy,
   ``settings.repurchase_policy`` / ``RECSYS_REPURCHASE``, is on) and items the catalog marks
   unavailable;
-- users the model does not know ("cold") get the popularity list instead, and short lists are
-  completed from it, by the same ``top_up_from_popularity`` that publishing uses;
+- users the model does not know ("cold") get the fallback list instead, and short lists are
+  completed from it, by the same ``published_recommendations`` SQL that publishing runs (recent
+  popularity in the category the user browsed last before the window, then global popularity);
 - relevant = every item the user touched in the window, and (suffix ``_new_items``) only items
   the user had not touched in the train period;
 - metrics at K = 10 and 20, plus ``n_eval_users`` / ``n_cold_users`` and the standard error of
@@ -40,7 +41,12 @@ from recsys_dagster.evaluate.champion import (
 from recsys_dagster.evaluate.metrics import mae, per_user_ranking, ranking_metrics, rmse, standard_error_of_mean
 from recsys_dagster.evaluate.plots import history_markdown
 from recsys_dagster.metadata import frame_preview, timed
-from recsys_dagster.models.fallback import popular_ranking, ranking_depth, top_up_from_popularity
+from recsys_dagster.models.fallback import (
+    DEFAULT_FALLBACK_RECENT_DAYS,
+    popular_ranking,
+    published_recommendations,
+    ranking_depth,
+)
 from recsys_dagster.models.matrix import Fit
 from recsys_dagster.models.registry import (
     MODEL_NAMES,
@@ -133,6 +139,13 @@ class EvaluationConfig(Config):
         description="One-standard-error rule: a candidate earlier in the preference order within this many "
         "standard errors of the best validation NDCG@10 becomes the champion instead (0 = strictly the best).",
     )
+    fallback_recent_days: int = Field(
+        default=DEFAULT_FALLBACK_RECENT_DAYS,
+        ge=1,
+        le=3650,
+        description="Cold users and short lists are completed as published: the items most popular in this many "
+        "last days of the category the user browsed last, then global popularity (publish's fallback_recent_days).",
+    )
 
 
 def holdout_pairs(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
@@ -197,24 +210,38 @@ def load_window(
 
 
 def recommendations_with_fallback(
-    loaded: LoadedModel, fallback: LoadedModel | None, users: np.ndarray, data: WindowData, n: int
+    con: duckdb.DuckDBPyConnection,
+    loaded: LoadedModel,
+    fallback: LoadedModel | None,
+    users: np.ndarray,
+    data: WindowData,
+    n: int,
+    recent_days: int = DEFAULT_FALLBACK_RECENT_DAYS,
 ) -> pd.DataFrame:
-    """The model's top-``n`` of the window's fit, completed from popularity as publishing completes it."""
+    """The model's top-``n`` of the window's fit, completed as publishing completes it
+    (``published_recommendations`` over the window's users and train table)."""
     fit = data.window.fit
     recs = loaded.recommend(users, n, fit=fit, exclude=data.exclude, banned_items=data.banned)
     if fallback is None:
         return recs
-    popular = popular_ranking(fallback, ranking_depth(n, data.exclude), fit=fit, banned_items=data.banned)
-    return top_up_from_popularity(recs, pd.Series(users), popular, data.exclude, n)
+    popular = popular_ranking(fallback, ranking_depth(2 * n, data.exclude), fit=fit, banned_items=data.banned)
+    completed = published_recommendations(
+        con, recs, popular, data.exclude, n, recent_days, interactions=data.window.train_table, users=pd.Series(users)
+    )
+    return completed.to_pandas()
 
 
 def window_scores(
-    con: duckdb.DuckDBPyConnection, loaded: LoadedModel, fallback: LoadedModel | None, data: WindowData
+    con: duckdb.DuckDBPyConnection,
+    loaded: LoadedModel,
+    fallback: LoadedModel | None,
+    data: WindowData,
+    recent_days: int = DEFAULT_FALLBACK_RECENT_DAYS,
 ) -> dict[str, float]:
     """Every metric of one model on one window, named ``<prefix><metric>@<K><suffix>``."""
     prefix = data.window.prefix
     users = data.relevant["user_id"].unique().astype(str)
-    recs = recommendations_with_fallback(loaded, fallback, users, data, max(EVAL_KS))
+    recs = recommendations_with_fallback(con, loaded, fallback, users, data, max(EVAL_KS), recent_days)
     relevant_sets = {"": data.relevant, "_new_items": data.relevant[~data.relevant["seen_in_train"].astype(bool)]}
     scores: dict[str, float] = {f"{prefix}n_window_users": float(data.n_window_users)}
     for suffix, relevant in relevant_sets.items():
@@ -297,7 +324,11 @@ def model_evaluation(
         repurchase = repurchase_policy()
         windows = [load_window(con, window, repurchase, config.max_eval_users) for window in WINDOWS]
         scores = {
-            name: {metric: value for data in windows for metric, value in window_scores(con, loaded, fallback, data).items()}
+            name: {
+                metric: value
+                for data in windows
+                for metric, value in window_scores(con, loaded, fallback, data, config.fallback_recent_days).items()
+            }
             for name, loaded in models.items()
         }
         rows = evaluation_rows(context.run.run_id, {name: m.model_version for name, m in models.items()}, scores)

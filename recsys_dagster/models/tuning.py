@@ -124,11 +124,19 @@ def selected_trial(values: np.ndarray, errors: np.ndarray, higher_is_better: boo
     return int(within_noise[0])
 
 
+#: Fewer validation users than this and a standard error says little about the noise (the
+#: rule-of-thumb for a mean's normal approximation): the reference is kept whatever the trials score.
+MIN_PAIRED_USERS = 30
+
+
 def paired_errors(per_user: list[np.ndarray]) -> np.ndarray:
-    """Standard error of each trial's per-user differences to trial 0 (the reference; 0 for itself).
+    """Standard error of each trial's per-user differences to trial 0 (the reference; 0 for itself),
+    infinite when fewer than ``MIN_PAIRED_USERS`` users judge them.
 
     The trials are judged on the same users, so the luck of which users fell into the window is
     shared: what is noise is how much the per-user differences vary, not how much the users do."""
+    if len(per_user[0]) < MIN_PAIRED_USERS:
+        return np.full(len(per_user), np.inf)
     return np.array([standard_error_of_mean(values - per_user[0]) for values in per_user])
 
 

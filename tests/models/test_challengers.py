@@ -159,15 +159,20 @@ def test_tuning_keeps_the_earliest_trial_within_one_standard_error(values, error
 
 
 def test_paired_errors_measure_the_noise_of_each_trials_differences_to_the_reference() -> None:
-    # per-user differences to trial 0: [0.1, 0, 0.2] (sd 0.1), a constant 0.05 (no noise), [0.3, 0, -0.1] (sd 0.2082).
-    reference = np.array([0.1, 0.2, 0.3])
-    trials = [reference, np.array([0.2, 0.2, 0.5]), reference + 0.05, np.array([0.4, 0.2, 0.2])]
+    # per-user differences to trial 0: [0.1, 0, 0.2], a constant 0.05 (no noise), [0.3, 0, -0.1].
+    # 30 users (three repeated ten times): SE = sqrt(sum of squared deviations / 29 / 30); the squared
+    # deviations of [0.1, 0, 0.2] sum to 0.02 per three users, of [0.3, 0, -0.1] to 0.26 / 3.
+    reference = np.tile([0.1, 0.2, 0.3], 10)
+    trials = [reference, np.tile([0.2, 0.2, 0.5], 10), reference + 0.05, np.tile([0.4, 0.2, 0.2], 10)]
     errors = paired_errors(trials)
-    assert errors == pytest.approx([0.0, 0.1 / np.sqrt(3), 0.0, np.sqrt(0.13 / 3) / np.sqrt(3)])
+    assert errors == pytest.approx([0.0, np.sqrt(0.2 / 29 / 30), 0.0, np.sqrt(2.6 / 3 / 29 / 30)])
     means = np.array([trial.mean() for trial in trials])
-    # trial 1 leads by 0.1 > 0.058 (beyond noise); trial 3 leads by 0.067 < 0.120 (noise): the reference stays
+    # trial 1 leads by 0.1 > 0.015 and trial 3 by 0.067 > 0.032: both beyond noise
     assert selected_trial(means[[0, 1]], errors[[0, 1]], True) == 1
-    assert selected_trial(means[[0, 3]], errors[[0, 3]], True) == 0
+    assert selected_trial(means[[0, 3]], errors[[0, 3]], True) == 1
+    # the same three users alone are too few to measure noise: the reference stays
+    few = paired_errors([trial[:3] for trial in trials])
+    assert np.isinf(few).all() and selected_trial(means, few, True) == 0
 
 
 def test_tuning_selects_on_validation_and_sets_the_next_runs_defaults(
