@@ -14,7 +14,9 @@ Protocol (mirrors what gets published, so the numbers describe the published lis
 - relevant = every item the user touched in the window, and (suffix ``_new_items``) only items
   the user had not touched in the train period;
 - metrics at K = 10 and 20, plus ``n_eval_users`` / ``n_cold_users`` and the standard error of
-  NDCG@10 over users (``ndcg@10_se``, which the champion rule reads) as metric rows; the rating
+  NDCG@10 over users (``ndcg@10_se``) as metric rows; ``ndcg@10_served`` (+ ``_se``,
+  ``n_served_users``) is NDCG@10 over the users publishing serves the model's list to (at least
+  ``MIN_ITEMS_FOR_MODEL`` items before the window; all users when none has), which the champion rule reads; the rating
   model (SVD) is also scored on RMSE/MAE over window pairs with a rating (given or derived).
 Metric names: ``[val_]<metric>@<K>[_new_items]``, e.g. ``val_ndcg@10``, ``ndcg@20_new_items``.
 """
@@ -43,6 +45,7 @@ from recsys_dagster.evaluate.plots import history_markdown
 from recsys_dagster.metadata import frame_preview, timed
 from recsys_dagster.models.fallback import (
     DEFAULT_FALLBACK_RECENT_DAYS,
+    MIN_ITEMS_FOR_MODEL,
     popular_ranking,
     published_recommendations,
     ranking_depth,
@@ -69,7 +72,7 @@ RATING_MODELS = ("svd_model",)
 RELEVANCE_SUFFIXES = {"": "every item touched in the window", "_new_items": "only items new to the user"}
 #: Columns of the metadata table (the full set is in ml.evaluation_runs).
 SUMMARY_METRICS = (
-    CHAMPION_METRIC, "val_ndcg@10_new_items", "ndcg@10", "ndcg@10_new_items", "ndcg@20", "precision@10",
+    CHAMPION_METRIC, "val_ndcg@10", "val_ndcg@10_new_items", "ndcg@10", "ndcg@10_new_items", "ndcg@20", "precision@10",
     "recall@10", "map@10", "hit_rate@10", "coverage@10", "rmse", "mae",
 )
 
@@ -107,6 +110,7 @@ class WindowData:
     n_window_users: int  # users with an event in the window, before the evaluation cap
     exclude: pd.DataFrame
     train_users: np.ndarray
+    served_users: np.ndarray  # users with at least MIN_ITEMS_FOR_MODEL items in the train table
     n_catalog_items: int
     banned: list[str]
 
@@ -204,6 +208,9 @@ def load_window(
         ),
         exclude=owned_pairs(con, window.train_table, repurchase),
         train_users=con.execute(f"SELECT DISTINCT user_id FROM {window.train_table}").df()["user_id"].to_numpy(),
+        served_users=con.execute(
+            f"SELECT user_id FROM {window.train_table} GROUP BY user_id HAVING count(*) >= ?", [MIN_ITEMS_FOR_MODEL]
+        ).df()["user_id"].to_numpy(),
         n_catalog_items=int(con.execute(f"SELECT count(DISTINCT item_id) FROM {window.train_table}").fetchone()[0]),
         banned=unavailable_items(con),
     )
@@ -253,8 +260,10 @@ def window_scores(
         for k in EVAL_KS:
             for name, value in ranking_metrics(recs, relevant, k, data.n_catalog_items).items():
                 scores[f"{prefix}{name}{suffix}"] = value
-        per_user_ndcg = per_user_ranking(recs, relevant, CHAMPION_K)["ndcg"].to_numpy()
-        scores[f"{prefix}ndcg@{CHAMPION_K}{suffix}_se"] = standard_error_of_mean(per_user_ndcg)
+        per_user = per_user_ranking(recs, relevant, CHAMPION_K)
+        scores[f"{prefix}ndcg@{CHAMPION_K}{suffix}_se"] = standard_error_of_mean(per_user["ndcg"].to_numpy())
+        if not suffix:
+            scores |= served_scores(per_user, data.served_users, prefix)
     if loaded.model in RATING_MODELS:
         rated = data.window.ratings(con)
         if len(rated):
@@ -262,6 +271,18 @@ def window_scores(
             scores[f"{prefix}rmse"] = rmse(rated["rating"], predicted)
             scores[f"{prefix}mae"] = mae(rated["rating"], predicted)
     return scores
+
+
+def served_scores(per_user: pd.DataFrame, served_users: np.ndarray, prefix: str) -> dict[str, float]:
+    """NDCG@10 (+ its standard error and user count) over the users served the model's list, or over
+    every user when none of them is (a window of newcomers must still choose a champion)."""
+    served = per_user["ndcg"].to_numpy()[per_user["user_id"].isin(served_users).to_numpy()]
+    values = served if len(served) else per_user["ndcg"].to_numpy()
+    return {
+        f"{prefix}ndcg@{CHAMPION_K}_served": float(values.mean()),
+        f"{prefix}ndcg@{CHAMPION_K}_served_se": standard_error_of_mean(values),
+        f"{prefix}n_served_users": float(len(served)),
+    }
 
 
 def evaluation_rows(run_id: str, versions: dict[str, str], scores: dict[str, dict[str, float]]) -> pd.DataFrame:

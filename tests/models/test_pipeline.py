@@ -118,9 +118,10 @@ def test_champion_is_the_first_candidate_within_one_standard_error_of_the_best(
     evaluation: pd.DataFrame, retail_con, trained_retail
 ) -> None:
     scores = evaluation.set_index(["model", "metric"])["value"]
-    ndcg = {model: scores[(model, "val_ndcg@10")] for model in CHAMPION_CANDIDATES}
+    ndcg = {model: scores[(model, "val_ndcg@10_served")] for model in CHAMPION_CANDIDATES}
     best = max(ndcg, key=ndcg.get)
-    floor = ndcg[best] - scores[(best, "val_ndcg@10_se")]
+    floor = ndcg[best] - scores[(best, "val_ndcg@10_served_se")]
+    assert 0 < scores[(best, "val_n_served_users")] <= scores[(best, "val_n_eval_users")]
     champion = select_champion(retail_con)
     assert select_champion(retail_con, trained_retail["result"].run_id) == champion
     assert champion.model == next(model for model in CHAMPION_CANDIDATES if ndcg[model] >= floor)
