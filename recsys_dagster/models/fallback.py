@@ -45,9 +45,10 @@ MIN_ITEMS_FOR_MODEL = 2
 #: from the champion's rows (``model_recs``: user_id, rank, item_id, score), the global popularity
 #: ranking (``popular``: rank, item_id), the pairs never to recommend (``owned``) and the user-item
 #: pairs ``{interactions}`` (``fct_user_item_interactions`` when publishing) for what was browsed.
-#: Users the model filled keep its list as is; every other user gets the model's rows (if any), then the most popular items of
-#: the last ``$recent_days`` in the category of the item they touched last (when the catalog has
-#: categories), then global popularity; never an owned or unavailable item, no duplicates.
+#: Users the model filled keep its list as is; every other user gets the model's rows (if any),
+#: then the most popular items of the last ``$recent_days`` in the category of the item they
+#: touched last (when the catalog has categories), then global popularity; never an owned or
+#: unavailable item, no duplicates.
 PUBLISHED_RECOMMENDATIONS_SQL = """
 WITH model AS (
     SELECT CAST(user_id AS VARCHAR) AS user_id, CAST(item_id AS VARCHAR) AS item_id, score, rank FROM model_recs

@@ -63,7 +63,10 @@ def repeat_fit(repeat_weight: float, own_cap: int, related_weight: float = 0.0) 
             "own_cap": np.array(own_cap),
             "related_weight": np.array(related_weight),
         },
-        sparse={"own": csr_matrix(np.array([[4.0, 0.0, 2.0, 0.0]])), "related": csr_matrix(np.array([[0, 1.5, 0, 3.0]]))},
+        sparse={
+            "own": csr_matrix(np.array([[4.0, 0.0, 2.0, 0.0]])),
+            "related": csr_matrix(np.array([[0.0, 1.5, 0.0, 3.0]])),
+        },
     )
 
 

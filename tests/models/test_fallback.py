@@ -58,7 +58,9 @@ def test_a_windows_users_are_completed_from_what_they_browsed_before_it() -> Non
     owned = pd.DataFrame({"user_id": pd.Series(dtype=object), "item_id": pd.Series(dtype=object)})
     with duckdb.connect() as con:
         _shop(con)
-        con.execute("CREATE TABLE fct_train_user_item AS SELECT * FROM fct_user_item_interactions WHERE user_id <> 'cold'")
+        con.execute(
+            "CREATE TABLE fct_train_user_item AS SELECT * FROM fct_user_item_interactions WHERE user_id <> 'cold'"
+        )
         table = published_recommendations(
             con, model_recs, popular, owned, n=3, recent_days=30,
             interactions="fct_train_user_item", users=pd.Series(["warm", "cold"]),
@@ -74,6 +76,9 @@ def test_a_windows_users_are_completed_from_what_they_browsed_before_it() -> Non
 def test_the_interactions_table_is_checked_before_it_reaches_sql() -> None:
     with duckdb.connect() as con, pytest.raises(ValueError, match="unknown training table"):
         published_recommendations(
-            con, pd.DataFrame(), pd.DataFrame({"rank": [], "item_id": []}), pd.DataFrame({"user_id": [], "item_id": []}),
+            con,
+            pd.DataFrame(),
+            pd.DataFrame({"rank": [], "item_id": []}),
+            pd.DataFrame({"user_id": [], "item_id": []}),
             n=3, recent_days=30, interactions="dim_users; DROP TABLE x",
         )

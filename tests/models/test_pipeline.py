@@ -25,7 +25,9 @@ COUNTS = [f"{window}{count}{relevance}" for window in ("val_", "") for count in 
           for relevance in ("", "_new_items")] + [f"{window}{count}" for window in ("val_", "")
                                                  for count in ("n_window_users", "n_served_users")]
 #: Standard errors of NDCG@10 over users (the served users' one is what the champion rule reads).
-STANDARD_ERRORS = [f"{window}ndcg@10{relevance}_se" for window in ("val_", "") for relevance in ("", "_new_items", "_served")]
+STANDARD_ERRORS = [
+    f"{window}ndcg@10{relevance}_se" for window in ("val_", "") for relevance in ("", "_new_items", "_served")
+]
 #: NDCG@10 over the users publishing serves the model's list to: the champion metric on the validation window.
 SERVED = ["val_ndcg@10_served", "ndcg@10_served"]
 
