@@ -36,13 +36,13 @@ from typing import Literal
 import duckdb
 import numpy as np
 from pydantic import Field
-from scipy.sparse import csr_matrix
+from scipy.sparse import csr_matrix, vstack
 
 from recsys_dagster.models.als import AlsConfig, fit_als, score_als
 from recsys_dagster.models.artifacts import FitArrays, reusable_fit
 from recsys_dagster.models.baselines import ItemKnnBm25Config, fit_item_knn
 from recsys_dagster.models.matrix import checked_table
-from recsys_dagster.models.scoring import ranked_cells
+from recsys_dagster.models.scoring import ranks_within_rows
 
 OwnRanking = Literal["intensity", "recency", "both", "sequence"]
 #: How own items are scored, as SQL over the mart's strength, the pair's decay factor and its step back
@@ -62,6 +62,9 @@ PLAIN_OWN_FIRST: dict[str, object] = {
 OWN_FIRST_WITH_RELATED: dict[str, object] = {**PLAIN_OWN_FIRST, "related_weight": 0.5}
 #: Co-occurrence neighbours kept per user: they join the candidates every list is ranked from.
 RELATED_PER_USER = 20
+#: Users whose co-occurrence product is formed at once: bounds its memory (each owned item brings up
+#: to item-kNN's K neighbours before the per-user cut) on shops with millions of users.
+RELATED_BATCH_USERS = 50_000
 #: The smallest own score kept: a very old pair's decay underflows to 0, and 0 would drop it from the history.
 MIN_OWN_SCORE = 1e-300
 
@@ -115,12 +118,32 @@ def item_similarity(con: duckdb.DuckDBPyConnection, table: str, fit: FitArrays) 
     return knn.sparse["similarity"][order][:, order].tocsr()
 
 
+def best_cells_per_row(matrix: csr_matrix, per_row: int) -> csr_matrix:
+    """Each row's ``per_row`` largest positive cells (ties: lower column first).
+
+    One float sort key, row + (1 - value / above the largest value), orders by row and then by value
+    descending: several times faster than a three-key lexsort on the tens of millions of cells a
+    large shop's product has (keys equal to the last bits keep their column order: stable sort)."""
+    matrix = matrix.tocsr()
+    matrix.sort_indices()
+    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+    positive = matrix.data > 0
+    rows, cols, values = rows[positive], matrix.indices[positive], matrix.data[positive]
+    scale = values.max(initial=0.0) * (1.0 + 1e-9) or 1.0
+    order = np.argsort(rows + (1.0 - values / scale), kind="stable")
+    rows, cols, values = rows[order], cols[order], values[order]
+    keep = ranks_within_rows(rows) <= per_row
+    return csr_matrix((values[keep], (rows[keep], cols[keep])), shape=matrix.shape)
+
+
 def related_evidence(own: csr_matrix, similarity: csr_matrix, per_user: int = RELATED_PER_USER) -> csr_matrix:
-    """users x items co-occurrence evidence ``own @ similarity``, each user's best ``per_user`` cells."""
-    product = (own @ similarity).tocoo()
-    positive = product.data > 0
-    rows, cols, values = ranked_cells(product.row[positive], product.col[positive], product.data[positive], per_user)
-    return csr_matrix((values, (rows, cols)), shape=own.shape)
+    """users x items co-occurrence evidence ``own @ similarity``, each user's best ``per_user`` cells
+    (formed ``RELATED_BATCH_USERS`` users at a time)."""
+    parts = [
+        best_cells_per_row(own[start : start + RELATED_BATCH_USERS] @ similarity, per_user)
+        for start in range(0, own.shape[0], RELATED_BATCH_USERS)
+    ]
+    return vstack(parts, format="csr") if parts else csr_matrix(own.shape)
 
 
 def with_own_history(

@@ -16,7 +16,14 @@ from recsys_dagster.models.artifacts import FitArrays
 from recsys_dagster.models.assets import als_model, model_tuning, repeat_aware_model
 from recsys_dagster.models.baselines import UserKnnConfig, fit_user_knn, score_user_knn
 from recsys_dagster.models.registry import load_latest
-from recsys_dagster.models.repeat import OWN_FIRST_WITH_RELATED, own_history, related_evidence, score_repeat_aware
+from recsys_dagster.models.repeat import (
+    OWN_FIRST_WITH_RELATED,
+    best_cells_per_row,
+    own_history,
+    related_evidence,
+    score_repeat_aware,
+)
+from recsys_dagster.models.scoring import ranked_cells
 from recsys_dagster.models.tuning import REPEAT_GRID, paired_errors, selected_trial
 from recsys_dagster.models.validation import recovered_event_weights
 
@@ -98,6 +105,15 @@ def test_related_evidence_keeps_each_users_strongest_co_occurring_items() -> Non
     similarity = csr_matrix(np.array([[0, 0, 0.5, 0.1], [0.4, 0, 1.0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]))
     assert related_evidence(own, similarity, per_user=4).toarray()[0] == pytest.approx([0.4, 0, 2.0, 0.2])
     assert related_evidence(own, similarity, per_user=2).toarray()[0] == pytest.approx([0.4, 0, 2.0, 0])
+
+
+def test_best_cells_per_row_equal_the_scoring_modules_ranked_cells_ties_included() -> None:
+    rng = np.random.default_rng(0)
+    matrix = csr_matrix(rng.integers(0, 4, size=(50, 40)) * (rng.random((50, 40)) < 0.3), dtype=np.float64)
+    kept = best_cells_per_row(matrix, 5).tocoo()
+    coo = matrix.tocoo()
+    rows, cols, values = ranked_cells(coo.row, coo.col, coo.data, 5)
+    assert sorted(zip(kept.row, kept.col, kept.data)) == sorted(zip(rows, cols, values))
 
 
 @pytest.mark.parametrize(
