@@ -8,12 +8,15 @@ Protocol (mirrors what gets published, so the numbers describe the published lis
   excluding what they already own in its train period (unless the shop's repurchase policy,
   ``settings.repurchase_policy`` / ``RECSYS_REPURCHASE``, is on) and items the catalog marks
   unavailable;
-- users the model does not know ("cold") get the popularity list instead, and short lists are
-  completed from it, by the same ``top_up_from_popularity`` that publishing uses;
+- users the model does not know ("cold") get the fallback list instead, and short lists are
+  completed from it, by the same ``published_recommendations`` SQL that publishing runs (recent
+  popularity in the category the user browsed last before the window, then global popularity);
 - relevant = every item the user touched in the window, and (suffix ``_new_items``) only items
   the user had not touched in the train period;
 - metrics at K = 10 and 20, plus ``n_eval_users`` / ``n_cold_users`` and the standard error of
-  NDCG@10 over users (``ndcg@10_se``, which the champion rule reads) as metric rows; the rating
+  NDCG@10 over users (``ndcg@10_se``) as metric rows; ``ndcg@10_served`` (+ ``_se``,
+  ``n_served_users``) is NDCG@10 over the users publishing serves the model's list to (at least
+  ``MIN_ITEMS_FOR_MODEL`` items before the window; all users when none has), which the champion rule reads; the rating
   model (SVD) is also scored on RMSE/MAE over window pairs with a rating (given or derived).
 Metric names: ``[val_]<metric>@<K>[_new_items]``, e.g. ``val_ndcg@10``, ``ndcg@20_new_items``.
 """
@@ -40,7 +43,13 @@ from recsys_dagster.evaluate.champion import (
 from recsys_dagster.evaluate.metrics import mae, per_user_ranking, ranking_metrics, rmse, standard_error_of_mean
 from recsys_dagster.evaluate.plots import history_markdown
 from recsys_dagster.metadata import frame_preview, timed
-from recsys_dagster.models.fallback import popular_ranking, ranking_depth, top_up_from_popularity
+from recsys_dagster.models.fallback import (
+    DEFAULT_FALLBACK_RECENT_DAYS,
+    MIN_ITEMS_FOR_MODEL,
+    popular_ranking,
+    published_recommendations,
+    ranking_depth,
+)
 from recsys_dagster.models.matrix import Fit
 from recsys_dagster.models.registry import (
     MODEL_NAMES,
@@ -63,7 +72,7 @@ RATING_MODELS = ("svd_model",)
 RELEVANCE_SUFFIXES = {"": "every item touched in the window", "_new_items": "only items new to the user"}
 #: Columns of the metadata table (the full set is in ml.evaluation_runs).
 SUMMARY_METRICS = (
-    CHAMPION_METRIC, "val_ndcg@10_new_items", "ndcg@10", "ndcg@10_new_items", "ndcg@20", "precision@10",
+    CHAMPION_METRIC, "val_ndcg@10", "val_ndcg@10_new_items", "ndcg@10", "ndcg@10_new_items", "ndcg@20", "precision@10",
     "recall@10", "map@10", "hit_rate@10", "coverage@10", "rmse", "mae",
 )
 
@@ -101,6 +110,7 @@ class WindowData:
     n_window_users: int  # users with an event in the window, before the evaluation cap
     exclude: pd.DataFrame
     train_users: np.ndarray
+    served_users: np.ndarray  # users with at least MIN_ITEMS_FOR_MODEL items in the train table
     n_catalog_items: int
     banned: list[str]
 
@@ -132,6 +142,13 @@ class EvaluationConfig(Config):
         ge=0.0,
         description="One-standard-error rule: a candidate earlier in the preference order within this many "
         "standard errors of the best validation NDCG@10 becomes the champion instead (0 = strictly the best).",
+    )
+    fallback_recent_days: int = Field(
+        default=DEFAULT_FALLBACK_RECENT_DAYS,
+        ge=1,
+        le=3650,
+        description="Cold users and short lists are completed as published: the items most popular in this many "
+        "last days of the category the user browsed last, then global popularity (publish's fallback_recent_days).",
     )
 
 
@@ -191,30 +208,47 @@ def load_window(
         ),
         exclude=owned_pairs(con, window.train_table, repurchase),
         train_users=con.execute(f"SELECT DISTINCT user_id FROM {window.train_table}").df()["user_id"].to_numpy(),
+        served_users=con.execute(
+            f"SELECT user_id FROM {window.train_table} GROUP BY user_id HAVING count(*) >= ?", [MIN_ITEMS_FOR_MODEL]
+        ).df()["user_id"].to_numpy(),
         n_catalog_items=int(con.execute(f"SELECT count(DISTINCT item_id) FROM {window.train_table}").fetchone()[0]),
         banned=unavailable_items(con),
     )
 
 
 def recommendations_with_fallback(
-    loaded: LoadedModel, fallback: LoadedModel | None, users: np.ndarray, data: WindowData, n: int
+    con: duckdb.DuckDBPyConnection,
+    loaded: LoadedModel,
+    fallback: LoadedModel | None,
+    users: np.ndarray,
+    data: WindowData,
+    n: int,
+    recent_days: int = DEFAULT_FALLBACK_RECENT_DAYS,
 ) -> pd.DataFrame:
-    """The model's top-``n`` of the window's fit, completed from popularity as publishing completes it."""
+    """The model's top-``n`` of the window's fit, completed as publishing completes it
+    (``published_recommendations`` over the window's users and train table)."""
     fit = data.window.fit
     recs = loaded.recommend(users, n, fit=fit, exclude=data.exclude, banned_items=data.banned)
     if fallback is None:
         return recs
-    popular = popular_ranking(fallback, ranking_depth(n, data.exclude), fit=fit, banned_items=data.banned)
-    return top_up_from_popularity(recs, pd.Series(users), popular, data.exclude, n)
+    popular = popular_ranking(fallback, ranking_depth(2 * n, data.exclude), fit=fit, banned_items=data.banned)
+    completed = published_recommendations(
+        con, recs, popular, data.exclude, n, recent_days, interactions=data.window.train_table, users=pd.Series(users)
+    )
+    return completed.to_pandas()
 
 
 def window_scores(
-    con: duckdb.DuckDBPyConnection, loaded: LoadedModel, fallback: LoadedModel | None, data: WindowData
+    con: duckdb.DuckDBPyConnection,
+    loaded: LoadedModel,
+    fallback: LoadedModel | None,
+    data: WindowData,
+    recent_days: int = DEFAULT_FALLBACK_RECENT_DAYS,
 ) -> dict[str, float]:
     """Every metric of one model on one window, named ``<prefix><metric>@<K><suffix>``."""
     prefix = data.window.prefix
     users = data.relevant["user_id"].unique().astype(str)
-    recs = recommendations_with_fallback(loaded, fallback, users, data, max(EVAL_KS))
+    recs = recommendations_with_fallback(con, loaded, fallback, users, data, max(EVAL_KS), recent_days)
     relevant_sets = {"": data.relevant, "_new_items": data.relevant[~data.relevant["seen_in_train"].astype(bool)]}
     scores: dict[str, float] = {f"{prefix}n_window_users": float(data.n_window_users)}
     for suffix, relevant in relevant_sets.items():
@@ -226,8 +260,10 @@ def window_scores(
         for k in EVAL_KS:
             for name, value in ranking_metrics(recs, relevant, k, data.n_catalog_items).items():
                 scores[f"{prefix}{name}{suffix}"] = value
-        per_user_ndcg = per_user_ranking(recs, relevant, CHAMPION_K)["ndcg"].to_numpy()
-        scores[f"{prefix}ndcg@{CHAMPION_K}{suffix}_se"] = standard_error_of_mean(per_user_ndcg)
+        per_user = per_user_ranking(recs, relevant, CHAMPION_K)
+        scores[f"{prefix}ndcg@{CHAMPION_K}{suffix}_se"] = standard_error_of_mean(per_user["ndcg"].to_numpy())
+        if not suffix:
+            scores |= served_scores(per_user, data.served_users, prefix)
     if loaded.model in RATING_MODELS:
         rated = data.window.ratings(con)
         if len(rated):
@@ -235,6 +271,18 @@ def window_scores(
             scores[f"{prefix}rmse"] = rmse(rated["rating"], predicted)
             scores[f"{prefix}mae"] = mae(rated["rating"], predicted)
     return scores
+
+
+def served_scores(per_user: pd.DataFrame, served_users: np.ndarray, prefix: str) -> dict[str, float]:
+    """NDCG@10 (+ its standard error and user count) over the users served the model's list, or over
+    every user when none of them is (a window of newcomers must still choose a champion)."""
+    served = per_user["ndcg"].to_numpy()[per_user["user_id"].isin(served_users).to_numpy()]
+    values = served if len(served) else per_user["ndcg"].to_numpy()
+    return {
+        f"{prefix}ndcg@{CHAMPION_K}_served": float(values.mean()),
+        f"{prefix}ndcg@{CHAMPION_K}_served_se": standard_error_of_mean(values),
+        f"{prefix}n_served_users": float(len(served)),
+    }
 
 
 def evaluation_rows(run_id: str, versions: dict[str, str], scores: dict[str, dict[str, float]]) -> pd.DataFrame:
@@ -297,7 +345,11 @@ def model_evaluation(
         repurchase = repurchase_policy()
         windows = [load_window(con, window, repurchase, config.max_eval_users) for window in WINDOWS]
         scores = {
-            name: {metric: value for data in windows for metric, value in window_scores(con, loaded, fallback, data).items()}
+            name: {
+                metric: value
+                for data in windows
+                for metric, value in window_scores(con, loaded, fallback, data, config.fallback_recent_days).items()
+            }
             for name, loaded in models.items()
         }
         rows = evaluation_rows(context.run.run_id, {name: m.model_version for name, m in models.items()}, scores)

@@ -1,7 +1,11 @@
 """Which model gets published, and whether it may be: the champion choice and the publishing gate.
 
 Champion = the candidate with the best NDCG@10 on the VALIDATION window (the test window only
-reports, it never chooses), with the one-standard-error rule: a candidate earlier in the preference
+reports, it never chooses), judged on the users the champion's list is served to: users with at
+least ``MIN_ITEMS_FOR_MODEL`` items before the window (publishing gives everyone else the fallback
+list whoever is champion, so their lists cannot tell the candidates apart, and a candidate must not
+win on lists nobody will be shown); all users when the window has none of them. With the
+one-standard-error rule: a candidate earlier in the preference
 order (``CHAMPION_CANDIDATES``) whose NDCG@10 is within ``noise_se`` standard errors of the best is
 preferred to it. A lead smaller than the luck of which users happened to fall into the window is
 noise, and a model must not win on noise (on sparse data SVD and the baselines differ by less). The gate compares the champion with the last published run on the same
@@ -20,8 +24,9 @@ import duckdb
 from recsys_dagster.models.matrix import table_fingerprint
 
 CHAMPION_K = 10
-#: The champion metric: NDCG@10 on the validation window, all touched items relevant.
-CHAMPION_METRIC = f"val_ndcg@{CHAMPION_K}"
+#: The champion metric: NDCG@10 on the validation window, all touched items relevant, over the served
+#: users (``model_evaluation`` writes it beside the all-users ``val_ndcg@10``).
+CHAMPION_METRIC = f"val_ndcg@{CHAMPION_K}_served"
 #: Its standard error over the window's users (written by model_evaluation beside the metric).
 CHAMPION_SE_METRIC = f"{CHAMPION_METRIC}_se"
 #: Default width of "within noise of the best", in standard errors of the best's NDCG@10.
@@ -137,12 +142,13 @@ def data_window(con: duckdb.DuckDBPyConnection) -> str:
 
 
 def last_publication(con: duckdb.DuckDBPyConnection, window: str) -> tuple[str, float] | None:
-    """(run_id, champion metric value) of the newest publication on ``window``, if any."""
+    """(run_id, champion metric value) of the newest publication on ``window`` judged on the same metric, if any."""
     if not _table_exists(con, "ml", "published_runs"):
         return None
     row = con.execute(
-        "SELECT run_id, value FROM ml.published_runs WHERE data_window = ? ORDER BY published_at DESC LIMIT 1",
-        [window],
+        "SELECT run_id, value FROM ml.published_runs WHERE data_window = ? AND metric = ?"
+        " ORDER BY published_at DESC LIMIT 1",
+        [window, CHAMPION_METRIC],
     ).fetchone()
     return (row[0], float(row[1])) if row else None
 

@@ -1,8 +1,12 @@
-"""Popularity top-up: the one rule for users a model cannot fill a list for.
+"""The fallback: the one rule for users a model cannot fill a list for.
 
-Evaluation and publishing both call ``top_up_from_popularity`` so that the evaluated lists are the
-published lists: a user unknown to the model (cold) gets the popularity ranking, and a user for whom
-the model has fewer than ``n`` candidates gets the rest from popularity, never an item they own.
+Publishing and evaluation both call ``published_recommendations`` so that the evaluated lists are
+the published lists: a user unknown to the model (cold) gets the items most popular lately in the
+category they browsed last (when the catalog has categories and they browsed one), then global
+popularity; a user for whom the model has fewer than ``n`` candidates gets the rest the same way,
+never an item they own. Publishing runs it over ``dim_users`` and all interactions; evaluation over
+a window's users and that window's train table, so a cold user there is judged on what they would
+be served.
 """
 
 from collections.abc import Sequence
@@ -10,40 +14,13 @@ from collections.abc import Sequence
 import duckdb
 import pandas as pd
 
-from recsys_dagster.models.matrix import Fit
+from recsys_dagster.models.matrix import Fit, checked_table
 from recsys_dagster.models.registry import LoadedModel
 
 #: Popularity is user-agnostic: any id returns the global ranking.
 GLOBAL_USER = "__all_users__"
-
-TOP_UP_SQL = """
-WITH short_users AS (
-    SELECT u.user_id, coalesce(c.n, 0) + coalesce(o.n, 0) AS n_taken FROM users u
-    LEFT JOIN (SELECT user_id, count(*) AS n FROM recs GROUP BY user_id) c USING (user_id)
-    LEFT JOIN (SELECT user_id, count(*) AS n FROM owned GROUP BY user_id) o USING (user_id)
-    WHERE coalesce(c.n, 0) < $n
-),
-fill_rows AS (  -- a user can lose at most n_taken of the ranking's head to their list and owned items
-    SELECT s.user_id, p.item_id, NULL::DOUBLE AS score, 1 AS tier, p.rank
-    FROM short_users s JOIN popular p ON p.rank <= $n + s.n_taken
-    ANTI JOIN owned o ON o.user_id = s.user_id AND o.item_id = p.item_id
-),
-candidates AS (
-    SELECT user_id, item_id, score, 0 AS tier, rank FROM recs
-    UNION ALL
-    SELECT * FROM fill_rows
-),
-deduplicated AS (
-    SELECT * FROM candidates
-    QUALIFY row_number() OVER (PARTITION BY user_id, item_id ORDER BY tier, rank) = 1
-)
-SELECT user_id, new_rank AS rank, item_id, score, tier
-FROM (
-    SELECT *, row_number() OVER (PARTITION BY user_id ORDER BY tier, rank) AS new_rank FROM deduplicated
-)
-WHERE new_rank <= $n
-ORDER BY user_id, new_rank
-"""
+#: How many last days of a category count as "recently popular" (publishing's and evaluation's default).
+DEFAULT_FALLBACK_RECENT_DAYS = 30
 
 
 def popular_ranking(
@@ -60,33 +37,18 @@ def ranking_depth(n: int, owned: pd.DataFrame) -> int:
     return n + most_owned
 
 
-def top_up_from_popularity(
-    recs: pd.DataFrame, users: pd.Series, popular: pd.DataFrame, owned: pd.DataFrame, n: int
-) -> pd.DataFrame:
-    """Top ``n`` per user in ``users``: the model's list, completed from ``popular``.
-
-    Returns DataFrame[user_id, rank, item_id, score, tier]; tier 1 rows come from popularity and
-    carry a NULL score (popularity is not on the model's scale). ``owned`` (user_id, item_id)
-    pairs are never added.
-    """
-    with duckdb.connect() as con:
-        con.register("recs", recs[["user_id", "rank", "item_id", "score"]])
-        con.register("users", pd.DataFrame({"user_id": pd.unique(users.astype(str))}))
-        con.register("popular", popular)
-        con.register("owned", owned[["user_id", "item_id"]])
-        return con.execute(TOP_UP_SQL, {"n": n}).df()
-
-
 #: Users with fewer distinct items get the fallback list, not a model's: one interaction says too
 #: little for a personal ranking, and skipping them halves the users a full refresh scores.
 MIN_ITEMS_FOR_MODEL = 2
 
-#: The published list of every user of ``dim_users``, built in DuckDB from the champion's rows
-#: (``model_recs``: user_id, rank, item_id, score), the global popularity ranking (``popular``:
-#: rank, item_id) and the pairs never to recommend (``owned``). Users the model filled keep its
-#: list as is; every other user gets the model's rows (if any), then the most popular items of
-#: the last ``$recent_days`` in the category of the item they touched last (when the catalog has
-#: categories), then global popularity; never an owned or unavailable item, no duplicates.
+#: The published list of every user of ``{users}`` (``dim_users`` when publishing), built in DuckDB
+#: from the champion's rows (``model_recs``: user_id, rank, item_id, score), the global popularity
+#: ranking (``popular``: rank, item_id), the pairs never to recommend (``owned``) and the user-item
+#: pairs ``{interactions}`` (``fct_user_item_interactions`` when publishing) for what was browsed.
+#: Users the model filled keep its list as is; every other user gets the model's rows (if any),
+#: then the most popular items of the last ``$recent_days`` in the category of the item they
+#: touched last (when the catalog has categories), then global popularity; never an owned or
+#: unavailable item, no duplicates.
 PUBLISHED_RECOMMENDATIONS_SQL = """
 WITH model AS (
     SELECT CAST(user_id AS VARCHAR) AS user_id, CAST(item_id AS VARCHAR) AS item_id, score, rank FROM model_recs
@@ -95,19 +57,19 @@ model_counts AS (SELECT user_id, count(*) AS n_model FROM model GROUP BY user_id
 owned_counts AS (SELECT user_id, count(*) AS n_owned FROM owned GROUP BY user_id),
 short AS (
     SELECT u.user_id, coalesce(m.n_model, 0) + coalesce(o.n_owned, 0) AS n_taken
-    FROM dim_users u LEFT JOIN model_counts m USING (user_id) LEFT JOIN owned_counts o USING (user_id)
+    FROM {users} u LEFT JOIN model_counts m USING (user_id) LEFT JOIN owned_counts o USING (user_id)
     WHERE coalesce(m.n_model, 0) < $n
 ),
 browsed AS (
     SELECT f.user_id, arg_max(i.category, f.last_event_time) AS category
-    FROM fct_user_item_interactions f JOIN short s USING (user_id) JOIN dim_items i USING (item_id)
+    FROM {interactions} f JOIN short s USING (user_id) JOIN dim_items i USING (item_id)
     WHERE i.category IS NOT NULL
     GROUP BY f.user_id
 ),
 recent AS (
     SELECT i.category, f.item_id, count(*) AS n_recent_users
-    FROM fct_user_item_interactions f JOIN dim_items i USING (item_id)
-    WHERE f.last_event_time >= (SELECT max(last_event_time) FROM fct_user_item_interactions)
+    FROM {interactions} f JOIN dim_items i USING (item_id)
+    WHERE f.last_event_time >= (SELECT max(last_event_time) FROM {interactions})
                                - to_days(CAST($recent_days AS INTEGER))
       AND i.category IN (SELECT category FROM browsed) AND coalesce(i.available, true)
     GROUP BY ALL
@@ -156,15 +118,25 @@ def published_recommendations(
     owned: pd.DataFrame,
     n: int,
     recent_days: int,
+    interactions: str = "fct_user_item_interactions",
+    users: pd.Series | None = None,
 ) -> object:
-    """Every ``dim_users`` user's top ``n`` (``PUBLISHED_RECOMMENDATIONS_SQL``) as an Arrow table
+    """The top ``n`` of every user (``PUBLISHED_RECOMMENDATIONS_SQL``) as an Arrow table
     [user_id, rank, item_id, score, tier]; tier 0 = the model, 1 = recent in their category,
-    2 = global popularity. ``model_recs`` is any table DuckDB can scan (Arrow, pandas)."""
+    2 = global popularity. ``model_recs`` is any table DuckDB can scan (Arrow, pandas).
+
+    ``users`` None = every ``dim_users`` user (publishing); evaluation passes a window's users and
+    its train table as ``interactions`` (what they had browsed by then)."""
     views = {"model_recs": model_recs, "popular": popular[["rank", "item_id"]], "owned": owned[["user_id", "item_id"]]}
+    if users is not None:
+        views["listed_users"] = pd.DataFrame({"user_id": pd.unique(users.astype(str))})
+    sql = PUBLISHED_RECOMMENDATIONS_SQL.format(
+        users="listed_users" if users is not None else "dim_users", interactions=checked_table(interactions)
+    )
     for name, table in views.items():
         con.register(name, table)
     try:
-        return con.sql(PUBLISHED_RECOMMENDATIONS_SQL, params={"n": n, "recent_days": recent_days}).to_arrow_table()
+        return con.sql(sql, params={"n": n, "recent_days": recent_days}).to_arrow_table()
     finally:
         for name in views:
             con.unregister(name)

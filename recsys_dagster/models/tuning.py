@@ -3,9 +3,11 @@
 Each trial fits on ``ml.validation_train_user_item`` and is scored on
 ``ml.validation_holdout_interactions`` (the test window is never seen): ALS by NDCG@10 of the
 warm users' lists (cold users get popularity whatever the parameters), SVD by RMSE on the window's
-ratings. The repeat-aware challenger is tuned after ALS, on the selected ALS fit: its own-history
-knobs (``repeat_weight``, ``half_life_days``, ``own_ranking``, ``own_cap``) only change the scoring,
-so its trials cost no refit. Lists are scored under the shop's repurchase policy
+ratings. The repeat-aware challenger is tuned after ALS, on the selected ALS fit: its knobs
+(``repeat_weight``, ``half_life_days``, ``own_ranking``, ``own_cap``, ``related_weight``) only change
+the scoring, so its trials cost no refit. Its trials are judged against a reference point on the
+same users, paired: a point replaces the reference only when its lead exceeds the standard error
+of the per-user differences (``selected_trial``). Lists are scored under the shop's repurchase policy
 (``settings.repurchase_policy``: bought items excluded unless it is on), as evaluation and publishing
 score them. Every trial is appended to
 ``ml.tuning_runs``; the best of each model is marked ``selected`` and becomes the defaults of the
@@ -32,7 +34,7 @@ from recsys_dagster.evaluate.metrics import per_user_ranking, rmse, standard_err
 from recsys_dagster.models.als import AlsConfig, fit_als
 from recsys_dagster.models.artifacts import FitArrays
 from recsys_dagster.models.registry import LoadedModel, purchased_pairs
-from recsys_dagster.models.repeat import PLAIN_OWN_FIRST, RepeatAwareConfig, with_own_history
+from recsys_dagster.models.repeat import OWN_FIRST_WITH_RELATED, RepeatAwareConfig, item_similarity, with_own_history
 from recsys_dagster.models.svd import SvdConfig, fit_svd, predict_svd, validation_ratings
 from recsys_dagster.models.validation import VALIDATION_HOLDOUT_TABLE, VALIDATION_TRAIN_TABLE
 from recsys_dagster.settings import repurchase_policy
@@ -50,7 +52,8 @@ ALS_GRID = {"factors": [32, 64, 128], "regularization": [0.01, 0.05, 0.5], "alph
 SVD_GRID = {"n_factors": [50, 100, 200], "n_epochs": [40, 80], "lr_all": [0.005, 0.01], "reg_all": [0.05, 0.1]}
 #: The repeat-aware knobs (models/repeat.py); a day is 1440 invoices on Online Retail's invoice clock.
 REPEAT_GRID = {"repeat_weight": [0.3, 0.6, 0.9, 0.999], "half_life_days": [0.05, 1.0, 14.0],
-               "own_ranking": ["intensity", "recency", "both"], "own_cap": [0, 3, 10]}
+               "own_ranking": ["intensity", "recency", "both", "sequence"], "own_cap": [0, 3, 10, 1000],
+               "related_weight": [0.0, 0.25, 0.5, 0.75]}
 
 
 class TuningConfig(Config):
@@ -58,7 +61,7 @@ class TuningConfig(Config):
 
     als_trials: int = Field(default=4, ge=1, le=108)
     svd_trials: int = Field(default=4, ge=1, le=24)
-    repeat_trials: int = Field(default=12, ge=1, le=108)
+    repeat_trials: int = Field(default=12, ge=1, le=768)
     seed: int = 42
 
 
@@ -71,46 +74,48 @@ def sampled_grid(grid: dict[str, list], trials: int, seed: int) -> list[dict[str
 
 def warm_validation_ndcg(
     con: duckdb.DuckDBPyConnection, model: str, fit: FitArrays, repurchase: bool
-) -> tuple[float, float]:
-    """(NDCG@10, its standard error over users) of the warm validation users' lists of ``fit`` scored
-    as ``model`` (owned items excluded unless ``repurchase``, as published)."""
+) -> np.ndarray:
+    """NDCG@10 of each warm validation user's list of ``fit`` scored as ``model`` (owned items excluded
+    unless ``repurchase``, as published), users in the window's order (the same for every trial)."""
     relevant = con.execute(f"SELECT user_id, item_id FROM {VALIDATION_HOLDOUT_TABLE} WHERE user_in_train").df()
     if relevant.empty:
-        return float("nan"), 0.0
+        return np.array([np.nan])
     exclude = None if repurchase else purchased_pairs(con, VALIDATION_TRAIN_TABLE)
     trial = LoadedModel(model, "trial", Path(), {}, _fits={"validation": fit})
     recs = trial.recommend(relevant["user_id"], 10, fit="validation", exclude=exclude)
-    per_user = per_user_ranking(recs, relevant, 10)["ndcg"].to_numpy()
-    return float(per_user.mean()), standard_error_of_mean(per_user)
+    return per_user_ranking(recs, relevant, 10)["ndcg"].to_numpy()
 
 
-def svd_validation_rmse(con: duckdb.DuckDBPyConnection, config: SvdConfig) -> tuple[float, float]:
-    """(RMSE on the validation window's ratings, 0): RMSE is chosen strictly, without a noise margin."""
+def svd_validation_rmse(con: duckdb.DuckDBPyConnection, config: SvdConfig) -> np.ndarray:
+    """[RMSE on the validation window's ratings]: one value, chosen strictly, without a noise margin."""
     rated = validation_ratings(con)
     if rated.empty:
-        return float("nan"), 0.0
-    return rmse(rated["rating"], predict_svd(fit_svd(con, VALIDATION_TRAIN_TABLE, config), rated)), 0.0
+        return np.array([np.nan])
+    return np.array([rmse(rated["rating"], predict_svd(fit_svd(con, VALIDATION_TRAIN_TABLE, config), rated))])
 
 
 @dataclass(frozen=True)
 class Search:
-    """One model's budgeted search: ``score(point)`` = (value, standard error) for every sampled point of
-    ``grid``, after the ``reference`` point (trial 0) when there is one."""
+    """One model's budgeted search: ``score(point)`` = the per-user values whose mean is the metric (one
+    value when it has no per-user parts) for every sampled point of ``grid``, after the ``reference``
+    point (trial 0) when there is one."""
 
     model: str
     metric: str
     higher_is_better: bool
     grid: dict[str, list]
     trials: int
-    score: Callable[[dict[str, object]], tuple[float, float]]
+    score: Callable[[dict[str, object]], np.ndarray]
     reference: dict[str, object] | None = None
 
 
 def selected_trial(values: np.ndarray, errors: np.ndarray, higher_is_better: bool) -> int:
-    """The first trial within one standard error of the best one (-1 if no trial gave a number).
+    """The first trial within one standard error (``errors`` of the best trial) of the best one (-1 if no
+    trial gave a number).
 
-    With a reference as trial 0, a grid point must beat it by more than the noise of the window's
-    users to replace it: a lead that small would not be there on another week's users."""
+    With a reference as trial 0 and ``errors`` the standard errors of each trial's per-user differences
+    to it (``paired_errors``), a grid point must beat the reference by more than the noise of the
+    window's users to replace it: a lead that small would not be there on another week's users."""
     if not np.isfinite(values).any():
         return -1
     signed = values if higher_is_better else -values
@@ -119,13 +124,29 @@ def selected_trial(values: np.ndarray, errors: np.ndarray, higher_is_better: boo
     return int(within_noise[0])
 
 
+#: Fewer validation users than this and a standard error says little about the noise (the
+#: rule-of-thumb for a mean's normal approximation): the reference is kept whatever the trials score.
+MIN_PAIRED_USERS = 30
+
+
+def paired_errors(per_user: list[np.ndarray]) -> np.ndarray:
+    """Standard error of each trial's per-user differences to trial 0 (the reference; 0 for itself),
+    infinite when fewer than ``MIN_PAIRED_USERS`` users judge them.
+
+    The trials are judged on the same users, so the luck of which users fell into the window is
+    shared: what is noise is how much the per-user differences vary, not how much the users do."""
+    if len(per_user[0]) < MIN_PAIRED_USERS:
+        return np.full(len(per_user), np.inf)
+    return np.array([standard_error_of_mean(values - per_user[0]) for values in per_user])
+
+
 def run_search(search: Search, run_id: str, seed: int) -> pd.DataFrame:
     """The search's trials as ``ml.tuning_runs`` rows, the chosen one ``selected`` (see ``selected_trial``)."""
     sampled = sampled_grid(search.grid, search.trials, seed)
     points = [search.reference, *(p for p in sampled if p != search.reference)] if search.reference else sampled
-    scores = np.array([search.score(point) for point in points], dtype=np.float64).reshape(len(points), 2)
-    values = scores[:, 0]
-    errors = scores[:, 1] if search.reference else np.zeros(len(points))  # without a reference: strictly the best
+    per_user = [np.asarray(search.score(point), dtype=np.float64) for point in points]
+    values = np.array([values.mean() for values in per_user])
+    errors = paired_errors(per_user) if search.reference else np.zeros(len(points))  # no reference: strictly the best
     best = selected_trial(values, errors, search.higher_is_better)
     return pd.DataFrame(
         {
@@ -150,19 +171,21 @@ def selected_point(trials: pd.DataFrame) -> dict[str, object]:
 def repeat_search(
     con: duckdb.DuckDBPyConnection, als_point: dict[str, object], trials: int, repurchase: bool
 ) -> Search:
-    """The repeat-aware knobs on top of the selected ALS parameters: one ALS fit, every trial rescores it.
-    The reference is the plain "own items first, then ALS" list: the knobs must beat it beyond noise.
+    """The repeat-aware knobs on top of the selected ALS parameters: one ALS fit and one item-item
+    similarity, every trial rescores them. The reference is ``OWN_FIRST_WITH_RELATED`` (own items
+    first, then ALS and co-occurrence weighed equally): the knobs must beat it beyond noise.
     Each trial's stored parameters are complete (ALS + knobs), so the next run takes them as they are."""
     als_fit = fit_als(con, VALIDATION_TRAIN_TABLE, AlsConfig(use_tuned=False, **als_point))
+    similarity = item_similarity(con, VALIDATION_TRAIN_TABLE, als_fit)
 
-    def score(point: dict[str, object]) -> tuple[float, float]:
+    def score(point: dict[str, object]) -> np.ndarray:
         knobs = RepeatAwareConfig(use_tuned=False, **point)  # point = ALS choice + knobs
         fresh = FitArrays(als_fit.user_ids, als_fit.item_ids, dense=dict(als_fit.dense), stats=als_fit.stats)
-        fit = with_own_history(con, VALIDATION_TRAIN_TABLE, fresh, knobs)
+        fit = with_own_history(con, VALIDATION_TRAIN_TABLE, fresh, knobs, similarity)
         return warm_validation_ndcg(con, "repeat_aware_model", fit, repurchase)
 
     grid = {**{name: [value] for name, value in als_point.items()}, **REPEAT_GRID}
-    reference = {**als_point, **PLAIN_OWN_FIRST}
+    reference = {**als_point, **OWN_FIRST_WITH_RELATED}
     return Search("repeat_aware_model", "val_ndcg@10_warm", True, grid, trials, score, reference)
 
 

@@ -1,4 +1,4 @@
-"""Champion choice on validation NDCG@10 and the gate's verdict, on hand-written evaluation rows."""
+"""Champion choice on validation NDCG@10 of the served users and the gate's verdict, on hand-written rows."""
 
 from datetime import datetime
 from pathlib import Path
@@ -6,7 +6,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from recsys_dagster.evaluate.assets import EVALUATION_DDL
+import numpy as np
+import pandas as pd
+
+from recsys_dagster.evaluate.assets import EVALUATION_DDL, served_scores
 from recsys_dagster.evaluate.champion import (
     CHAMPION_CANDIDATES,
     ChampionChoice,
@@ -18,25 +21,25 @@ from recsys_dagster.settings import REPURCHASE_ENV, repurchase_policy
 
 ROWS = [
     # run_id, model, model_version, metric, value, evaluated_at
-    ("old", "als_model", "v-als-1", "val_ndcg@10", 0.40, datetime(2024, 1, 1)),
-    ("old", "popularity_model", "v-pop-1", "val_ndcg@10", 0.10, datetime(2024, 1, 1)),
-    ("new", "als_model", "v-als-2", "val_ndcg@10", 0.20, datetime(2024, 2, 1)),
+    ("old", "als_model", "v-als-1", "val_ndcg@10_served", 0.40, datetime(2024, 1, 1)),
+    ("old", "popularity_model", "v-pop-1", "val_ndcg@10_served", 0.10, datetime(2024, 1, 1)),
+    ("new", "als_model", "v-als-2", "val_ndcg@10_served", 0.20, datetime(2024, 2, 1)),
     ("new", "als_model", "v-als-2", "ndcg@10", 0.90, datetime(2024, 2, 1)),  # test window: never chooses
-    ("new", "svd_model", "v-svd-2", "val_ndcg@10", 0.25, datetime(2024, 2, 1)),
+    ("new", "svd_model", "v-svd-2", "val_ndcg@10_served", 0.25, datetime(2024, 2, 1)),
     ("new", "svd_model", "v-svd-2", "precision@10", 0.90, datetime(2024, 2, 1)),
-    ("new", "item_knn_model", "v-knn-2", "val_ndcg@10", 0.25, datetime(2024, 2, 1)),
-    ("new", "some_experiment", "v-x", "val_ndcg@10", 0.99, datetime(2024, 2, 1)),
-    ("tie", "popularity_model", "v-pop-3", "val_ndcg@10", 0.30, datetime(2023, 1, 1)),
-    ("tie", "als_model", "v-als-3", "val_ndcg@10", 0.30, datetime(2023, 1, 1)),
+    ("new", "item_knn_model", "v-knn-2", "val_ndcg@10_served", 0.25, datetime(2024, 2, 1)),
+    ("new", "some_experiment", "v-x", "val_ndcg@10_served", 0.99, datetime(2024, 2, 1)),
+    ("tie", "popularity_model", "v-pop-3", "val_ndcg@10_served", 0.30, datetime(2023, 1, 1)),
+    ("tie", "als_model", "v-als-3", "val_ndcg@10_served", 0.30, datetime(2023, 1, 1)),
     ("no-ndcg", "als_model", "v-als-4", "recall@10", 0.30, datetime(2022, 1, 1)),
     # popularity leads by 0.03, less than its standard error 0.04: noise; a lead of 0.13 is not.
-    ("noisy", "repeat_aware_model", "v-rep-5", "val_ndcg@10", 0.30, datetime(2021, 1, 1)),
-    ("noisy", "repeat_aware_model", "v-rep-5", "val_ndcg@10_se", 0.02, datetime(2021, 1, 1)),
-    ("noisy", "popularity_model", "v-pop-5", "val_ndcg@10", 0.33, datetime(2021, 1, 1)),
-    ("noisy", "popularity_model", "v-pop-5", "val_ndcg@10_se", 0.04, datetime(2021, 1, 1)),
-    ("clear", "repeat_aware_model", "v-rep-6", "val_ndcg@10", 0.20, datetime(2020, 1, 1)),
-    ("clear", "popularity_model", "v-pop-6", "val_ndcg@10", 0.33, datetime(2020, 1, 1)),
-    ("clear", "popularity_model", "v-pop-6", "val_ndcg@10_se", 0.04, datetime(2020, 1, 1)),
+    ("noisy", "repeat_aware_model", "v-rep-5", "val_ndcg@10_served", 0.30, datetime(2021, 1, 1)),
+    ("noisy", "repeat_aware_model", "v-rep-5", "val_ndcg@10_served_se", 0.02, datetime(2021, 1, 1)),
+    ("noisy", "popularity_model", "v-pop-5", "val_ndcg@10_served", 0.33, datetime(2021, 1, 1)),
+    ("noisy", "popularity_model", "v-pop-5", "val_ndcg@10_served_se", 0.04, datetime(2021, 1, 1)),
+    ("clear", "repeat_aware_model", "v-rep-6", "val_ndcg@10_served", 0.20, datetime(2020, 1, 1)),
+    ("clear", "popularity_model", "v-pop-6", "val_ndcg@10_served", 0.33, datetime(2020, 1, 1)),
+    ("clear", "popularity_model", "v-pop-6", "val_ndcg@10_served_se", 0.04, datetime(2020, 1, 1)),
 ]
 
 
@@ -112,3 +115,14 @@ def test_a_misspelt_repurchase_policy_is_refused(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv(REPURCHASE_ENV, "sometimes")
     with pytest.raises(ValueError, match="RECSYS_REPURCHASE='sometimes' is not a boolean"):
         repurchase_policy()
+
+
+def test_the_champion_metric_counts_the_users_served_the_models_list() -> None:
+    per_user = pd.DataFrame({"user_id": ["a", "b", "c", "d"], "ndcg": [1.0, 0.5, 0.0, 0.0]})
+    # a and b have enough history to be served the champion's list; c and d get the fallback anyway
+    served = served_scores(per_user, np.array(["a", "b", "z"]), "val_")
+    assert served == pytest.approx({"val_ndcg@10_served": 0.75, "val_ndcg@10_served_se": 0.25, "val_n_served_users": 2})
+    # a window of newcomers only: every user counts (squared deviations sum to 0.6875), so a champion is chosen
+    everyone = served_scores(per_user, np.array([], dtype=object), "")
+    assert everyone == pytest.approx({"ndcg@10_served": 0.375, "ndcg@10_served_se": np.sqrt(0.6875 / 3 / 4),
+                                      "n_served_users": 0})

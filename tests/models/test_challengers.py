@@ -16,8 +16,15 @@ from recsys_dagster.models.artifacts import FitArrays
 from recsys_dagster.models.assets import als_model, model_tuning, repeat_aware_model
 from recsys_dagster.models.baselines import UserKnnConfig, fit_user_knn, score_user_knn
 from recsys_dagster.models.registry import load_latest
-from recsys_dagster.models.repeat import PLAIN_OWN_FIRST, own_history, score_repeat_aware
-from recsys_dagster.models.tuning import REPEAT_GRID, selected_trial
+from recsys_dagster.models.repeat import (
+    OWN_FIRST_WITH_RELATED,
+    best_cells_per_row,
+    own_history,
+    related_evidence,
+    score_repeat_aware,
+)
+from recsys_dagster.models.scoring import ranked_cells
+from recsys_dagster.models.tuning import REPEAT_GRID, paired_errors, selected_trial
 from recsys_dagster.models.validation import recovered_event_weights
 
 PAIRS = [("a", "x", 1), ("a", "y", 1), ("b", "x", 1), ("b", "y", 1), ("b", "z", 2), ("c", "z", 1), ("d", "x", 1)]
@@ -50,8 +57,9 @@ def test_user_knn_never_counts_the_user_as_their_own_neighbour(small_con) -> Non
     assert score_user_knn(fit, np.array([2]))[0] == pytest.approx([1.0, 1.0, 2.0])
 
 
-def repeat_fit(repeat_weight: float, own_cap: int) -> FitArrays:
-    """One user, items x, y, z, w: ALS scores 0.2, 0.6, 1.0, 0.0; own history 4 on x, 2 on z."""
+def repeat_fit(repeat_weight: float, own_cap: int, related_weight: float = 0.0) -> FitArrays:
+    """One user, items x, y, z, w: ALS scores 0.2, 0.6, 1.0, 0.0; own history 4 on x, 2 on z;
+    co-occurrence evidence 3 on w, 1.5 on y."""
     return FitArrays(
         user_ids=np.array(["u"]),
         item_ids=np.array(["x", "y", "z", "w"]),
@@ -60,8 +68,12 @@ def repeat_fit(repeat_weight: float, own_cap: int) -> FitArrays:
             "item_factors": np.array([[0.2], [0.6], [1.0], [0.0]], dtype=np.float32),
             "repeat_weight": np.array(repeat_weight),
             "own_cap": np.array(own_cap),
+            "related_weight": np.array(related_weight),
         },
-        sparse={"history": csr_matrix(np.array([[4.0, 0.0, 2.0, 0.0]]))},
+        sparse={
+            "own": csr_matrix(np.array([[4.0, 0.0, 2.0, 0.0]])),
+            "related": csr_matrix(np.array([[0.0, 1.5, 0.0, 3.0]])),
+        },
     )
 
 
@@ -80,12 +92,37 @@ def test_repeat_aware_puts_the_capped_best_own_items_first() -> None:
     assert list(np.argsort(-two)) == [2, 0, 1, 3]
 
 
+def test_repeat_aware_mixes_co_occurrence_into_the_model_part() -> None:
+    # related scaled to [0, 0.5, 0, 1]; model = 0.5 * als [0.2, 0.6, 1, 0] + 0.5 * related = [0.1, 0.55, 0.5, 0.5];
+    # weight 0.5 with own [1, 0, 0.5, 0]: blend [0.55, 0.275, 0.5, 0.25]; cap 1 lifts x (the best own blend).
+    scores = score_repeat_aware(repeat_fit(0.5, own_cap=1, related_weight=0.5), np.array([0]))[0]
+    assert scores == pytest.approx([2.55, 0.275, 0.5, 0.25])
+
+
+def test_related_evidence_keeps_each_users_strongest_co_occurring_items() -> None:
+    # u owns x (2) and y (1); x ~ z 0.5, x ~ w 0.1, y ~ z 1.0, y ~ x 0.4: z = 2*0.5 + 1*1.0 = 2, x = 0.4, w = 0.2.
+    own = csr_matrix(np.array([[2.0, 1.0, 0.0, 0.0]]))
+    similarity = csr_matrix(np.array([[0, 0, 0.5, 0.1], [0.4, 0, 1.0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]))
+    assert related_evidence(own, similarity, per_user=4).toarray()[0] == pytest.approx([0.4, 0, 2.0, 0.2])
+    assert related_evidence(own, similarity, per_user=2).toarray()[0] == pytest.approx([0.4, 0, 2.0, 0])
+
+
+def test_best_cells_per_row_equal_the_scoring_modules_ranked_cells_ties_included() -> None:
+    rng = np.random.default_rng(0)
+    matrix = csr_matrix(rng.integers(0, 4, size=(50, 40)) * (rng.random((50, 40)) < 0.3), dtype=np.float64)
+    kept = best_cells_per_row(matrix, 5).tocoo()
+    coo = matrix.tocoo()
+    rows, cols, values = ranked_cells(coo.row, coo.col, coo.data, 5)
+    assert sorted(zip(kept.row, kept.col, kept.data)) == sorted(zip(rows, cols, values))
+
+
 @pytest.mark.parametrize(
     ("own_ranking", "expected"),
     [
         ("intensity", [[4.0, 3.0], [2.0, 0.0]]),
         ("recency", [[1.0, 0.25], [0.5, 0.0]]),
         ("both", [[4.0, 3.0 * 0.25], [2.0 * 0.5, 0.0]]),
+        ("sequence", [[4.0, 3.0 / 2], [2.0, 0.0]]),  # u's y is one step behind x; v's x is v's latest
     ],
 )
 def test_own_history_scores_intensity_recency_or_both(own_ranking: str, expected: list) -> None:
@@ -140,6 +177,23 @@ def test_tuning_keeps_the_earliest_trial_within_one_standard_error(values, error
     assert selected_trial(np.array(values), np.array(errors), higher_is_better) == expected
 
 
+def test_paired_errors_measure_the_noise_of_each_trials_differences_to_the_reference() -> None:
+    # per-user differences to trial 0: [0.1, 0, 0.2], a constant 0.05 (no noise), [0.3, 0, -0.1].
+    # 30 users (three repeated ten times): SE = sqrt(sum of squared deviations / 29 / 30); the squared
+    # deviations of [0.1, 0, 0.2] sum to 0.02 per three users, of [0.3, 0, -0.1] to 0.26 / 3.
+    reference = np.tile([0.1, 0.2, 0.3], 10)
+    trials = [reference, np.tile([0.2, 0.2, 0.5], 10), reference + 0.05, np.tile([0.4, 0.2, 0.2], 10)]
+    errors = paired_errors(trials)
+    assert errors == pytest.approx([0.0, np.sqrt(0.2 / 29 / 30), 0.0, np.sqrt(2.6 / 3 / 29 / 30)])
+    means = np.array([trial.mean() for trial in trials])
+    # trial 1 leads by 0.1 > 0.015 and trial 3 by 0.067 > 0.032: both beyond noise
+    assert selected_trial(means[[0, 1]], errors[[0, 1]], True) == 1
+    assert selected_trial(means[[0, 3]], errors[[0, 3]], True) == 1
+    # the same three users alone are too few to measure noise: the reference stays
+    few = paired_errors([trial[:3] for trial in trials])
+    assert np.isinf(few).all() and selected_trial(means, few, True) == 0
+
+
 def test_tuning_selects_on_validation_and_sets_the_next_runs_defaults(
     trained_retail, make_resources, tmp_path: Path
 ) -> None:
@@ -163,7 +217,7 @@ def test_tuning_selects_on_validation_and_sets_the_next_runs_defaults(
     assert svd_trials.loc[svd_trials["value"].idxmin(), "selected"]
     assert {k: als.params[k] for k in json.loads(best["params_json"])} == json.loads(best["params_json"])
     repeat_trials = trials[trials["model"] == "repeat_aware_model"]
-    assert json.loads(repeat_trials["params_json"].iloc[0]) == {**json.loads(best["params_json"]), **PLAIN_OWN_FIRST}
+    assert json.loads(repeat_trials["params_json"].iloc[0]) == {**json.loads(best["params_json"]), **OWN_FIRST_WITH_RELATED}
     chosen = json.loads(repeat_trials.loc[repeat_trials["selected"], "params_json"].iloc[0])
     assert chosen == {**json.loads(best["params_json"]), **{k: chosen[k] for k in REPEAT_GRID}}  # on ALS's choice
     assert {k: repeat.params[k] for k in chosen} == chosen

@@ -1,26 +1,13 @@
-"""The popularity top-up: exactly n rows per user, ranks 1..n, never an owned item."""
+"""The fallback every published and evaluated list is completed with: exactly n rows per user, ranks 1..n,
+never an owned or unavailable item."""
 
 from __future__ import annotations
 
 import duckdb
 import pandas as pd
+import pytest
 
-from recsys_dagster.models.fallback import published_recommendations, top_up_from_popularity
-
-
-def test_short_and_cold_users_are_topped_up_to_exactly_n() -> None:
-    recs = pd.DataFrame({"user_id": ["warm", "warm"], "rank": [1, 2], "item_id": ["a", "b"], "score": [0.9, 0.5]})
-    popular = pd.DataFrame({"rank": range(1, 31), "item_id": [f"p{i}" for i in range(30)], "score": 1.0})
-    owned = pd.DataFrame({"user_id": ["cold"], "item_id": ["p0"]})
-
-    topped = top_up_from_popularity(recs, pd.Series(["warm", "cold"]), popular, owned, n=5)
-
-    by_user = {user: frame.sort_values("rank") for user, frame in topped.groupby("user_id")}
-    assert by_user["warm"]["item_id"].tolist() == ["a", "b", "p0", "p1", "p2"]
-    assert by_user["warm"]["tier"].tolist() == [0, 0, 1, 1, 1]
-    assert by_user["cold"]["item_id"].tolist() == ["p1", "p2", "p3", "p4", "p5"]
-    assert all(frame["rank"].tolist() == [1, 2, 3, 4, 5] for frame in by_user.values())
-    assert by_user["cold"]["score"].isna().all()
+from recsys_dagster.models.fallback import published_recommendations
 
 
 def _shop(con) -> None:
@@ -61,3 +48,37 @@ def test_published_lists_use_the_model_then_recent_category_then_global_populari
     assert lists["nocat"]["item_id"].tolist() == ["old", "a1", "a2", "b1"]
     assert all(frame["rank"].tolist() == [1, 2, 3, 4] for frame in lists.values())
     assert "a3" not in set(table["item_id"])
+
+
+def test_a_windows_users_are_completed_from_what_they_browsed_before_it() -> None:
+    """Evaluation runs the same SQL over a window's users and its train table: only those users are
+    listed, and one absent from the train table gets global popularity even if they browse later."""
+    model_recs = pd.DataFrame({"user_id": ["warm"], "rank": [1], "item_id": ["b1"], "score": [0.9]})
+    popular = pd.DataFrame({"rank": [1, 2, 3, 4, 5], "item_id": ["old", "a1", "a2", "b1", "g1"], "score": 1.0})
+    owned = pd.DataFrame({"user_id": pd.Series(dtype=object), "item_id": pd.Series(dtype=object)})
+    with duckdb.connect() as con:
+        _shop(con)
+        con.execute(
+            "CREATE TABLE fct_train_user_item AS SELECT * FROM fct_user_item_interactions WHERE user_id <> 'cold'"
+        )
+        table = published_recommendations(
+            con, model_recs, popular, owned, n=3, recent_days=30,
+            interactions="fct_train_user_item", users=pd.Series(["warm", "cold"]),
+        ).to_pandas()
+
+    lists = {user: frame.sort_values("rank") for user, frame in table.groupby("user_id")}
+    assert set(lists) == {"warm", "cold"}
+    # warm last touched a1 (c1): recent c1 items of the train table by users, a1 (warm, u3, u4) then a2 (u5)
+    assert lists["warm"]["item_id"].tolist() == ["b1", "a1", "a2"] and lists["warm"]["tier"].tolist() == [0, 1, 1]
+    assert lists["cold"]["item_id"].tolist() == ["old", "a1", "a2"] and lists["cold"]["tier"].tolist() == [2, 2, 2]
+
+
+def test_the_interactions_table_is_checked_before_it_reaches_sql() -> None:
+    with duckdb.connect() as con, pytest.raises(ValueError, match="unknown training table"):
+        published_recommendations(
+            con,
+            pd.DataFrame(),
+            pd.DataFrame({"rank": [], "item_id": []}),
+            pd.DataFrame({"user_id": [], "item_id": []}),
+            n=3, recent_days=30, interactions="dim_users; DROP TABLE x",
+        )

@@ -22,9 +22,14 @@ RANKING = [
     for relevance in ("", "_new_items")
 ]
 COUNTS = [f"{window}{count}{relevance}" for window in ("val_", "") for count in ("n_eval_users", "n_cold_users")
-          for relevance in ("", "_new_items")] + ["val_n_window_users", "n_window_users"]
-#: Standard errors of NDCG@10 over users, which the champion rule reads.
-STANDARD_ERRORS = [f"{window}ndcg@10{relevance}_se" for window in ("val_", "") for relevance in ("", "_new_items")]
+          for relevance in ("", "_new_items")] + [f"{window}{count}" for window in ("val_", "")
+                                                 for count in ("n_window_users", "n_served_users")]
+#: Standard errors of NDCG@10 over users (the served users' one is what the champion rule reads).
+STANDARD_ERRORS = [
+    f"{window}ndcg@10{relevance}_se" for window in ("val_", "") for relevance in ("", "_new_items", "_served")
+]
+#: NDCG@10 over the users publishing serves the model's list to: the champion metric on the validation window.
+SERVED = ["val_ndcg@10_served", "ndcg@10_served"]
 
 
 @pytest.fixture()
@@ -40,12 +45,12 @@ def metadata_of(trained_retail, asset: str) -> dict[str, object]:
 
 
 def test_one_row_per_model_and_metric_with_values_in_range(evaluation: pd.DataFrame, retail_con) -> None:
-    expected = {(model, metric) for model in MODEL_NAMES for metric in RANKING + COUNTS + STANDARD_ERRORS} | {
+    expected = {(model, metric) for model in MODEL_NAMES for metric in RANKING + COUNTS + STANDARD_ERRORS + SERVED} | {
         ("svd_model", metric) for metric in ("rmse", "mae", "val_rmse", "val_mae")
     }
     assert set(zip(evaluation["model"], evaluation["metric"])) == expected
     assert len(evaluation) == len(expected)
-    ranking = evaluation[evaluation["metric"].isin(RANKING)]
+    ranking = evaluation[evaluation["metric"].isin(RANKING + SERVED)]
     assert ranking["value"].between(0, 1).all()
     assert evaluation.loc[evaluation["metric"].isin(STANDARD_ERRORS), "value"].between(0, 0.5).all()
     for model in MODEL_NAMES:
@@ -74,12 +79,18 @@ def test_evaluation_metadata_counts_holdout_and_cold_users(trained_retail, retai
     ).fetchone()
     assert metadata["n_holdout_users"] == n_users and metadata["n_cold_users"] == n_cold > 0
     assert metadata["cutoff"] == str(cutoff)
-    assert metadata["dagster/row_count"] == len(MODEL_NAMES) * (len(RANKING) + len(COUNTS) + len(STANDARD_ERRORS)) + 4
+    per_model = len(RANKING) + len(COUNTS) + len(STANDARD_ERRORS) + len(SERVED)
+    assert metadata["dagster/row_count"] == len(MODEL_NAMES) * per_model + 4
     counts = retail_con.execute(
         "SELECT metric, value FROM ml.evaluation_runs WHERE model = 'als_model' AND metric LIKE '%n_%users%'"
     ).fetchall()
     assert dict(counts)["n_eval_users"] == dict(counts)["n_window_users"] == n_users
     assert dict(counts)["n_cold_users"] == n_cold
+    n_served = retail_con.execute(
+        "SELECT count(*) FROM (SELECT user_id FROM fct_train_user_item GROUP BY user_id HAVING count(*) >= 2)"
+        " WHERE user_id IN (SELECT user_id FROM fct_holdout_interactions)"
+    ).fetchone()[0]
+    assert dict(counts)["n_served_users"] == n_served > 0
     val_users = retail_con.execute("SELECT count(DISTINCT user_id) FROM ml.validation_holdout_interactions").fetchone()
     assert dict(counts)["val_n_eval_users"] == metadata["n_validation_users"] == val_users[0]
     assert "data:image/png;base64," in metadata["ndcg_history"]
@@ -118,9 +129,10 @@ def test_champion_is_the_first_candidate_within_one_standard_error_of_the_best(
     evaluation: pd.DataFrame, retail_con, trained_retail
 ) -> None:
     scores = evaluation.set_index(["model", "metric"])["value"]
-    ndcg = {model: scores[(model, "val_ndcg@10")] for model in CHAMPION_CANDIDATES}
+    ndcg = {model: scores[(model, "val_ndcg@10_served")] for model in CHAMPION_CANDIDATES}
     best = max(ndcg, key=ndcg.get)
-    floor = ndcg[best] - scores[(best, "val_ndcg@10_se")]
+    floor = ndcg[best] - scores[(best, "val_ndcg@10_served_se")]
+    assert 0 < scores[(best, "val_n_served_users")] <= scores[(best, "val_n_eval_users")]
     champion = select_champion(retail_con)
     assert select_champion(retail_con, trained_retail["result"].run_id) == champion
     assert champion.model == next(model for model in CHAMPION_CANDIDATES if ndcg[model] >= floor)
