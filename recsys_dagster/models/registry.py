@@ -28,9 +28,11 @@ from recsys_dagster.models.artifacts import FitArrays, load_fit, save_fit, write
 from recsys_dagster.models.matrix import FIT_TABLES, Fit, checked_table, pairs_matrix
 from recsys_dagster.models.scoring import (
     FACTOR_BATCH_USERS,
+    NormHead,
     batch_size,
-    factor_top_n,
     mask_cells,
+    pruned_factor_bottom,
+    pruned_factor_top_n,
     ranked_cells,
     ranks_within_rows,
     top_n,
@@ -551,28 +553,29 @@ class FactorSearch:
     excluded: csr_matrix
     banned: np.ndarray
     columns: np.ndarray
+    head: NormHead
 
     @classmethod
     def over(
         cls, ranking: FactorRanking, arrays: FitArrays, excluded: csr_matrix, banned: np.ndarray, columns: np.ndarray
     ) -> FactorSearch:
         user_vectors, item_vectors, offsets = ranking.vectors(arrays)
+        searched = item_vectors[columns]
         return cls(
-            user_vectors, item_vectors[columns], offsets, excluded[:, columns], local_positions(columns, banned), columns
+            user_vectors, searched, offsets, excluded[:, columns], local_positions(columns, banned), columns,
+            NormHead.of(searched),
         )
 
     def top(self, user_rows: np.ndarray, batch: slice, depth: int) -> TopItems:
         """The best ``depth`` allowed items of ``user_rows`` (rows ``batch`` of the request), in fit columns."""
-        rows, cols, best = factor_top_n(
-            self.user_vectors[user_rows], self.item_vectors, depth, self.excluded[batch], self.banned
+        rows, cols, best = pruned_factor_top_n(
+            self.user_vectors[user_rows], self.item_vectors, self.head, depth, self.excluded[batch], self.banned
         )
         return rows, self.columns[cols], best
 
     def bottom(self, user_rows: np.ndarray) -> TopItems:
         """Each user's lowest-scoring searched item (exclusions ignored: it fixes a min-max scale)."""
-        rows, cols, best = factor_top_n(
-            -self.user_vectors[user_rows], self.item_vectors, 1, None, np.array([], dtype=np.int64)
-        )
+        rows, cols, best = pruned_factor_bottom(self.user_vectors[user_rows], self.item_vectors, self.head)
         return rows, self.columns[cols], best
 
 

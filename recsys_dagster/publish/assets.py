@@ -178,6 +178,12 @@ def champion_gate(context: AssetCheckExecutionContext, warehouse: WarehouseResou
     )
 
 
+def constant_strings(value: str, size: int) -> pa.DictionaryArray:
+    """``size`` copies of ``value`` as one dictionary entry and zero indices: a constant column of
+    millions of rows without millions of strings (DuckDB casts it to VARCHAR on insert)."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(size, dtype=np.int32)), pa.array([value], pa.string()))
+
+
 def _contract_frames(
     recs: pa.Table, similar: pd.DataFrame, popular: pd.DataFrame, items: pd.DataFrame,
     runs: pd.DataFrame, champion: LoadedModel, similar_version: str,
@@ -186,9 +192,9 @@ def _contract_frames(
     size = recs.num_rows
     return {
         "recs.user_recommendations": recs.select(["user_id", "rank", "item_id", "score"])
-        .append_column("model", pa.array([champion.model] * size if size else [], pa.string()))
-        .append_column("model_version", pa.array([champion.model_version] * size if size else [], pa.string()))
-        .append_column("generated_at", pa.array([generated_at] * size if size else [], pa.timestamp("us"))),
+        .append_column("model", constant_strings(champion.model, size))
+        .append_column("model_version", constant_strings(champion.model_version, size))
+        .append_column("generated_at", pa.array(np.full(size, np.datetime64(generated_at, "us")))),
         "recs.similar_items": similar.assign(model_version=similar_version, generated_at=generated_at),
         "recs.popular_items": popular.assign(generated_at=generated_at),
         "recs.items": items,
