@@ -79,9 +79,10 @@ WITH cold AS (
     SELECT item_id, category FROM dim_items
     WHERE category IS NOT NULL AND item_id NOT IN (SELECT item_id FROM known_items)
 ),
-candidates AS (
+candidates AS (  -- an item's top n of its category, itself left out, lies in the category's top n + 1
     SELECT item_id, category, n_users FROM dim_items
     WHERE category IS NOT NULL AND n_users > 0 AND item_id NOT IN (SELECT item_id FROM banned)
+    QUALIFY row_number() OVER (PARTITION BY category ORDER BY n_users DESC, item_id) <= $n + 1
 )
 SELECT c.item_id, row_number() OVER (PARTITION BY c.item_id ORDER BY k.n_users DESC, k.item_id) AS rank,
        k.item_id AS similar_item_id, CAST(k.n_users AS DOUBLE) AS score
