@@ -142,6 +142,15 @@ def model_rows(
     )
 
 
+def every_users_rows(
+    con: duckdb.DuckDBPyConnection, champion_rows: pa.Table, ranking: pd.DataFrame, owned: pd.DataFrame, recent_days: int
+) -> tuple[pa.Table, int]:
+    """The published list of every user (``published_recommendations``) and how many users the
+    champion scored; the champion's own rows are dropped on return, before the serving file is written."""
+    recs = published_recommendations(con, champion_rows, ranking, owned, RECOMMENDATIONS_PER_USER, recent_days)
+    return recs, len(champion_rows["user_id"].unique())
+
+
 def approved_champion(con: duckdb.DuckDBPyConnection) -> tuple[LoadedModel, ChampionDecision]:
     """The champion of the latest decision, refusing one the gate rejected or evaluation has not judged."""
     decision = latest_decision(con)
@@ -261,11 +270,9 @@ def publish_recommendations(
             depth = max(config.popular_items, ranking_depth(2 * RECOMMENDATIONS_PER_USER, owned))
             ranking = popular_ranking(popularity, depth, fit="serving", banned_items=banned)
             popular = ranking.head(config.popular_items)
-            champion_rows = model_rows(
-                champion, warm_users, owned, banned, candidate_items(con, config.candidate_share)
-            )
-            recs = published_recommendations(
-                con, champion_rows, ranking, owned, RECOMMENDATIONS_PER_USER, config.fallback_recent_days
+            recs, model_users = every_users_rows(
+                con, model_rows(champion, warm_users, owned, banned, candidate_items(con, config.candidate_share)),
+                ranking, owned, config.fallback_recent_days,
             )
             learnt = neighbours.similar_items(None, config.similar_items_per_item, fit="serving", banned_items=banned)
             cold = category_neighbours(
@@ -302,7 +309,7 @@ def publish_recommendations(
             **common,
             "dagster/row_count": MetadataValue.int(counts["recs.user_recommendations"]),
             "users": MetadataValue.int(int(pc.count_distinct(recs["user_id"]).as_py())),
-            "model_users": MetadataValue.int(len(champion_rows["user_id"].unique())),
+            "model_users": MetadataValue.int(model_users),
             "backfilled_rows": MetadataValue.int(int(pc.sum(pc.greater(recs["tier"], 0)).as_py() or 0)),
             "category_fallback_rows": MetadataValue.int(int(pc.sum(pc.equal(recs["tier"], 1)).as_py() or 0)),
             "model": MetadataValue.text(champion.model),
