@@ -162,10 +162,10 @@ class NormHead:
     bound: float
 
     @classmethod
-    def of(cls, item_vectors: np.ndarray) -> NormHead:
+    def of(cls, item_vectors: np.ndarray, depth: int = HEAD_ITEMS) -> NormHead:
         norms = np.linalg.norm(item_vectors, axis=1)
         order = np.argsort(-norms, kind="stable")
-        depth = min(HEAD_ITEMS, len(order))
+        depth = min(depth, len(order))
         return cls(order=order, items=order[:depth], bound=float(norms[order[depth]]) if depth < len(order) else 0.0)
 
 
