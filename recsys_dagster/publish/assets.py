@@ -48,6 +48,7 @@ from recsys_dagster.models.registry import (
 )
 from recsys_dagster.models.scoring import ranks_within_rows
 from recsys_dagster.publish.serving import (
+    PUBLISH_MEMORY_LIMIT,
     RECOMMENDATIONS_PER_USER,
     PublishInvariantError,
     export_parquet,
@@ -251,6 +252,7 @@ def publish_recommendations(
     """Score, check and atomically publish the three recommendation tables (+ Parquet copies)."""
     with timed() as watch:
         with warehouse.get_connection() as con:
+            con.execute(f"SET memory_limit = '{PUBLISH_MEMORY_LIMIT}'")  # a code constant, see its comment
             champion, decision = approved_champion(con)
             neighbours = load_latest(con, "item_knn_model")
             popularity = load_latest(con, "popularity_model")
