@@ -11,9 +11,11 @@ from typing import Literal
 
 import duckdb
 import numpy as np
+import pandas as pd
 from dagster import Config
 from implicit.cpu.als import AlternatingLeastSquares
 from implicit.nearest_neighbours import bm25_weight, tfidf_weight
+from pydantic import Field
 from threadpoolctl import threadpool_limits
 
 from recsys_dagster.models.artifacts import FitArrays
@@ -28,6 +30,10 @@ class AlsConfig(Config):
     #: Confidence scale: implicit weighs an observed pair by ``1 + alpha * strength``.
     alpha: float = 10.0
     iterations: int = 15
+    #: Iterations of a fit that starts from an earlier fit's factors on a subset of its rows (the
+    #: holdout fit from the validation fit, the serving fit from the holdout fit): those factors
+    #: are near the optimum already, so a few sweeps converge (docs/performance-s3.md measures it).
+    warm_start_iterations: int = Field(default=5, ge=1)
     #: Reweighting of the strength matrix before the fit (BM25 / TF-IDF damp heavy users and popular items).
     weighting: Literal["none", "bm25", "tfidf"] = "none"
     random_state: int = 42
@@ -43,11 +49,28 @@ WEIGHTINGS = {
 }
 
 
-def fit_als(con: duckdb.DuckDBPyConnection, table: str, config: AlsConfig) -> FitArrays:
-    """Fit ALS on the strength matrix of ``table``.
+def carried_factors(
+    start_ids: pd.Index, start_factors: np.ndarray, ids: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Factors for ``ids`` in that order: the earlier fit's row where it knew the id, else the
+    small random vector implicit itself starts from (uniform in [0, 0.01))."""
+    positions = start_ids.get_indexer(ids)
+    known = positions >= 0
+    factors = rng.random((len(ids), start_factors.shape[1]), dtype=np.float32) * np.float32(0.01)
+    factors[known] = start_factors[positions[known]]
+    return factors
 
-    BLAS is pinned to one thread while fitting: implicit parallelises over users itself, and a
-    multi-threaded OpenBLAS underneath oversubscribes the cores and slows the fit down.
+
+def fit_als(
+    con: duckdb.DuckDBPyConnection, table: str, config: AlsConfig, start: FitArrays | None = None
+) -> FitArrays:
+    """Fit ALS on the strength matrix of ``table``; ``start`` (an ALS fit of a subset of its rows)
+    warm-starts it: its factors are the starting point and ``warm_start_iterations`` sweeps follow.
+
+    implicit keeps factors that are set before ``fit`` (it draws random ones only when they are
+    None), so a warm start is just presetting them. BLAS is pinned to one thread while fitting:
+    implicit parallelises over users itself, and a multi-threaded OpenBLAS underneath
+    oversubscribes the cores and slows the fit down.
     """
     data = load_matrix(con, table)
     matrix = WEIGHTINGS[config.weighting](data.matrix)
@@ -56,9 +79,13 @@ def fit_als(con: duckdb.DuckDBPyConnection, table: str, config: AlsConfig) -> Fi
             factors=config.factors,
             regularization=config.regularization,
             alpha=config.alpha,
-            iterations=config.iterations,
+            iterations=config.iterations if start is None else config.warm_start_iterations,
             random_state=config.random_state,
         )
+        if start is not None:
+            rng = np.random.default_rng(config.random_state)
+            model.user_factors = carried_factors(start.user_index, start.dense["user_factors"], data.user_ids, rng)
+            model.item_factors = carried_factors(start.item_index, start.dense["item_factors"], data.item_ids, rng)
         model.fit(matrix, show_progress=False)
     return FitArrays(
         user_ids=data.user_ids,

@@ -28,7 +28,7 @@ from recsys_dagster.automation.retries import STEP_RETRY_POLICY
 from recsys_dagster.metadata import frame_preview, timed
 from recsys_dagster.models.artifacts import new_model_version, save_fit, write_params
 from recsys_dagster.models.matrix import FIT_TABLES, table_fingerprint
-from recsys_dagster.models.registry import MODEL_SPECS, TRAINING_FITS, register_model
+from recsys_dagster.models.registry import MODEL_SPECS, TRAINING_FITS, fit_model, register_model
 from recsys_dagster.models.tuning import TuningConfig, tune, with_tuned_defaults
 from recsys_dagster.models.validation import build_validation_split
 from recsys_dagster.resources import WAREHOUSE_POOL, RecsysPaths, WarehouseResource
@@ -52,7 +52,7 @@ def train_and_register(
         fits, seconds = {}, {}
         for fit in TRAINING_FITS:
             with timed() as watch:
-                fits[fit] = spec.fit(con, FIT_TABLES[fit], config)
+                fits[fit] = fit_model(spec, con, fit, config, previous=fits.get("validation"))
             seconds[fit] = watch.seconds
         model_version = new_model_version(hyperparameters, fingerprints)
         artifact_dir = paths.models_path() / model / model_version

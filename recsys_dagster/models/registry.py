@@ -28,9 +28,11 @@ from recsys_dagster.models.artifacts import FitArrays, load_fit, save_fit, write
 from recsys_dagster.models.matrix import FIT_TABLES, Fit, checked_table, pairs_matrix
 from recsys_dagster.models.scoring import (
     FACTOR_BATCH_USERS,
+    NormHead,
     batch_size,
-    factor_top_n,
     mask_cells,
+    pruned_factor_bottom,
+    pruned_factor_top_n,
     ranked_cells,
     ranks_within_rows,
     top_n,
@@ -132,7 +134,8 @@ class ModelSpec:
     """
 
     config_class: type[Config]
-    fit: Callable[[duckdb.DuckDBPyConnection, str, Config], FitArrays]
+    #: ``fit(con, table, config)``; with ``warm_starts`` it also takes ``start=`` an earlier fit of a subset.
+    fit: Callable[..., FitArrays]
     score: Callable[[FitArrays, np.ndarray], np.ndarray]
     similar: Callable[[FitArrays, np.ndarray], np.ndarray] | None = None
     user_agnostic: bool = False
@@ -140,6 +143,9 @@ class ModelSpec:
     factor_ranking: FactorRanking | None = None
     #: ``similar`` as a sparse matrix of its positive cells (neighbourhood models): ranked without dense rows.
     similar_cells: Callable[[FitArrays, np.ndarray], csr_matrix] | None = None
+    #: ``fit`` continues from an earlier fit (validation -> holdout -> serving: each table holds the
+    #: previous one's rows), so each later fit needs only a few iterations.
+    warm_starts: bool = False
 
 
 def popularity_spec(config_class: type[Config]) -> ModelSpec:
@@ -168,6 +174,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
     "als_model": ModelSpec(
         config_class=als.AlsConfig,
         fit=als.fit_als,
+        warm_starts=True,
         score=als.score_als,
         similar=lambda fit, rows: cosine_similarities(als.item_vectors_als(fit), rows),
         factor_ranking=FactorRanking(),
@@ -183,6 +190,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
     "repeat_aware_model": ModelSpec(
         config_class=repeat.RepeatAwareConfig,
         fit=repeat.fit_repeat_aware,
+        warm_starts=True,
         score=repeat.score_repeat_aware,
         factor_ranking=FactorRanking(own="history"),
     ),
@@ -426,6 +434,20 @@ def read_params(loaded: LoadedModel) -> dict[str, object]:
     return json.loads((loaded.artifact_dir / "params.json").read_text())
 
 
+#: The fit each fit warm-starts from (``ModelSpec.warm_starts``): its table is a subset of the next one's.
+WARM_START_FROM: dict[str, str] = {"holdout": "validation", "serving": "holdout"}
+
+
+def fit_model(
+    spec: ModelSpec, con: duckdb.DuckDBPyConnection, fit: Fit, config: Config, previous: FitArrays | None = None
+) -> FitArrays:
+    """``spec``'s ``fit`` of its table, continuing from ``previous`` (the ``WARM_START_FROM`` fit) when
+    the model can; models that cannot, or a call without ``previous``, fit from scratch."""
+    if spec.warm_starts and previous is not None:
+        return spec.fit(con, FIT_TABLES[fit], config, start=previous)
+    return spec.fit(con, FIT_TABLES[fit], config)
+
+
 def ensure_fit(con: duckdb.DuckDBPyConnection, loaded: LoadedModel, fit: Fit = "serving") -> FitArrays:
     """``loaded``'s ``fit``, fitting it now from the recorded hyperparameters if the artifact lacks it.
 
@@ -437,8 +459,9 @@ def ensure_fit(con: duckdb.DuckDBPyConnection, loaded: LoadedModel, fit: Fit = "
     folder = loaded.artifact_dir / fit
     if not folder.is_dir():
         config = loaded.spec.config_class(**loaded.params)
+        previous = loaded.fit_arrays(WARM_START_FROM[fit]) if loaded.spec.warm_starts and fit in WARM_START_FROM else None
         with timed() as watch:
-            arrays = loaded.spec.fit(con, FIT_TABLES[fit], config)
+            arrays = fit_model(loaded.spec, con, fit, config, previous)
         staging = loaded.artifact_dir / f".{fit}.tmp"
         shutil.rmtree(staging, ignore_errors=True)
         save_fit(arrays, staging)
@@ -530,28 +553,29 @@ class FactorSearch:
     excluded: csr_matrix
     banned: np.ndarray
     columns: np.ndarray
+    head: NormHead
 
     @classmethod
     def over(
         cls, ranking: FactorRanking, arrays: FitArrays, excluded: csr_matrix, banned: np.ndarray, columns: np.ndarray
     ) -> FactorSearch:
         user_vectors, item_vectors, offsets = ranking.vectors(arrays)
+        searched = item_vectors[columns]
         return cls(
-            user_vectors, item_vectors[columns], offsets, excluded[:, columns], local_positions(columns, banned), columns
+            user_vectors, searched, offsets, excluded[:, columns], local_positions(columns, banned), columns,
+            NormHead.of(searched),
         )
 
     def top(self, user_rows: np.ndarray, batch: slice, depth: int) -> TopItems:
         """The best ``depth`` allowed items of ``user_rows`` (rows ``batch`` of the request), in fit columns."""
-        rows, cols, best = factor_top_n(
-            self.user_vectors[user_rows], self.item_vectors, depth, self.excluded[batch], self.banned
+        rows, cols, best = pruned_factor_top_n(
+            self.user_vectors[user_rows], self.item_vectors, self.head, depth, self.excluded[batch], self.banned
         )
         return rows, self.columns[cols], best
 
     def bottom(self, user_rows: np.ndarray) -> TopItems:
         """Each user's lowest-scoring searched item (exclusions ignored: it fixes a min-max scale)."""
-        rows, cols, best = factor_top_n(
-            -self.user_vectors[user_rows], self.item_vectors, 1, None, np.array([], dtype=np.int64)
-        )
+        rows, cols, best = pruned_factor_bottom(self.user_vectors[user_rows], self.item_vectors, self.head)
         return rows, self.columns[cols], best
 
 

@@ -163,11 +163,14 @@ def with_own_history(
     return fit
 
 
-def fit_repeat_aware(con: duckdb.DuckDBPyConnection, table: str, config: RepeatAwareConfig) -> FitArrays:
+def fit_repeat_aware(
+    con: duckdb.DuckDBPyConnection, table: str, config: RepeatAwareConfig, start: FitArrays | None = None
+) -> FitArrays:
     """ALS factors plus what the repeat-aware scoring reads; the factors are als_model's own fit of
-    ``table`` when it used the same ALS parameters on the same data (saves a whole ALS fit), else fitted here."""
+    ``table`` when it used the same ALS parameters on the same data (saves a whole ALS fit), else fitted
+    here (warm-started from ``start``, see ``fit_als``)."""
     fit = reusable_fit(con, "als_model", table, config.model_dump())
-    fit = fit if fit is not None else fit_als(con, table, config)
+    fit = fit if fit is not None else fit_als(con, table, config, start)
     return with_own_history(con, table, fit, config, item_similarity(con, table, fit))
 
 

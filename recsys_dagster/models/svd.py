@@ -17,6 +17,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 from dagster import Config
+from pydantic import Field
 from surprise import SVD, Dataset, Reader, Trainset
 
 from recsys_dagster.models.artifacts import FitArrays
@@ -42,20 +43,36 @@ class SvdConfig(Config):
     lr_all: float = 0.005
     reg_all: float = 0.02
     random_state: int = 42
+    #: Rating rows SVD trains on at most: a larger table is fitted on a seeded sample of this many.
+    #: surprise builds its trainset in Python dicts (about 10 us a row, twice per run), and SVD is
+    #: a challenger, never scored for every user. 500k keeps every real shop log of bench.quality
+    #: whole and bounds the fit at RetailRocket size and beyond (docs/performance-s3.md).
+    max_ratings: int = Field(default=500_000, ge=1)
     #: Take the parameters the latest ``model_tuning`` run selected (ml.tuning_runs) over these defaults.
     use_tuned: bool = True
 
 
-def training_ratings(con: duckdb.DuckDBPyConnection, table: str) -> pd.DataFrame:
-    """(user_id, item_id, rating) of every pair of ``table`` that has a rating, given or derived."""
+def training_ratings(
+    con: duckdb.DuckDBPyConnection, table: str, max_rows: int | None = None, seed: int = 0
+) -> pd.DataFrame:
+    """(user_id, item_id, rating) of every pair of ``table`` that has a rating, given or derived.
+
+    ``max_rows`` keeps a deterministic sample: the rows with the smallest hash of (pair, ``seed``),
+    the same rows every run on the same data, whatever DuckDB's thread count.
+    """
     rating = derived_rating_sql("last_rating", "n_transactions", "n_addtocarts", "n_views")
     return con.execute(
         f"""
-        SELECT user_id, item_id, rating
-        FROM (SELECT user_id, item_id, {rating} AS rating FROM {checked_table(table)})
-        WHERE rating IS NOT NULL
+        SELECT user_id, item_id, rating FROM (
+            SELECT user_id, item_id, rating
+            FROM (SELECT user_id, item_id, {rating} AS rating FROM {checked_table(table)})
+            WHERE rating IS NOT NULL
+            ORDER BY hash(user_id, item_id, $seed), user_id, item_id
+            LIMIT $max_rows
+        )
         ORDER BY user_id, item_id
-        """
+        """,
+        {"seed": seed, "max_rows": max_rows},
     ).df()
 
 
@@ -125,7 +142,7 @@ def surprise_arrays(model: SVD, trainset: Trainset) -> FitArrays:
 
 
 def fit_svd(con: duckdb.DuckDBPyConnection, table: str, config: SvdConfig) -> FitArrays:
-    ratings = training_ratings(con, table)
+    ratings = training_ratings(con, table, config.max_ratings, config.random_state)
     if ratings.empty:
         raise ValueError(f"{table} has no rated or rateable pairs to train SVD on")
     return surprise_arrays(*train_surprise(ratings, config))

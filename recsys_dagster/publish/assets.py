@@ -48,6 +48,7 @@ from recsys_dagster.models.registry import (
 )
 from recsys_dagster.models.scoring import ranks_within_rows
 from recsys_dagster.publish.serving import (
+    PUBLISH_MEMORY_LIMIT,
     RECOMMENDATIONS_PER_USER,
     PublishInvariantError,
     export_parquet,
@@ -79,9 +80,10 @@ WITH cold AS (
     SELECT item_id, category FROM dim_items
     WHERE category IS NOT NULL AND item_id NOT IN (SELECT item_id FROM known_items)
 ),
-candidates AS (
+candidates AS (  -- an item's top n of its category, itself left out, lies in the category's top n + 1
     SELECT item_id, category, n_users FROM dim_items
     WHERE category IS NOT NULL AND n_users > 0 AND item_id NOT IN (SELECT item_id FROM banned)
+    QUALIFY row_number() OVER (PARTITION BY category ORDER BY n_users DESC, item_id) <= $n + 1
 )
 SELECT c.item_id, row_number() OVER (PARTITION BY c.item_id ORDER BY k.n_users DESC, k.item_id) AS rank,
        k.item_id AS similar_item_id, CAST(k.n_users AS DOUBLE) AS score
@@ -141,6 +143,15 @@ def model_rows(
     )
 
 
+def every_users_rows(
+    con: duckdb.DuckDBPyConnection, champion_rows: pa.Table, ranking: pd.DataFrame, owned: pd.DataFrame, recent_days: int
+) -> tuple[pa.Table, int]:
+    """The published list of every user (``published_recommendations``) and how many users the
+    champion scored; the champion's own rows are dropped on return, before the serving file is written."""
+    recs = published_recommendations(con, champion_rows, ranking, owned, RECOMMENDATIONS_PER_USER, recent_days)
+    return recs, len(champion_rows["user_id"].unique())
+
+
 def approved_champion(con: duckdb.DuckDBPyConnection) -> tuple[LoadedModel, ChampionDecision]:
     """The champion of the latest decision, refusing one the gate rejected or evaluation has not judged."""
     decision = latest_decision(con)
@@ -178,15 +189,21 @@ def champion_gate(context: AssetCheckExecutionContext, warehouse: WarehouseResou
     )
 
 
+def constant_strings(value: str, size: int) -> pa.DictionaryArray:
+    """``size`` copies of ``value`` as one dictionary entry and zero indices: a constant column of
+    millions of rows without millions of strings (DuckDB casts it to VARCHAR on insert)."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(size, dtype=np.int32)), pa.array([value], pa.string()))
+
+
 def user_recommendation_rows(recs: pa.Table, champion: LoadedModel, generated_at: datetime) -> pa.Table:
     """``recs`` (published_recommendations) in the contract's columns of recs.user_recommendations;
     the incremental publish (publish/incremental.py) writes its rows with this too."""
     size = recs.num_rows
     return (
         recs.select(["user_id", "rank", "item_id", "score"])
-        .append_column("model", pa.array([champion.model] * size if size else [], pa.string()))
-        .append_column("model_version", pa.array([champion.model_version] * size if size else [], pa.string()))
-        .append_column("generated_at", pa.array([generated_at] * size if size else [], pa.timestamp("us")))
+        .append_column("model", constant_strings(champion.model, size))
+        .append_column("model_version", constant_strings(champion.model_version, size))
+        .append_column("generated_at", pa.array(np.full(size, np.datetime64(generated_at, "us"))))
     )
 
 
@@ -243,6 +260,7 @@ def publish_recommendations(
     """Score, check and atomically publish the three recommendation tables (+ Parquet copies)."""
     with timed() as watch:
         with warehouse.get_connection() as con:
+            con.execute(f"SET memory_limit = '{PUBLISH_MEMORY_LIMIT}'")  # a code constant, see its comment
             champion, decision = approved_champion(con)
             neighbours = load_latest(con, "item_knn_model")
             popularity = load_latest(con, "popularity_model")
@@ -262,11 +280,9 @@ def publish_recommendations(
             depth = max(config.popular_items, ranking_depth(2 * RECOMMENDATIONS_PER_USER, owned))
             ranking = popular_ranking(popularity, depth, fit="serving", banned_items=banned)
             popular = ranking.head(config.popular_items)
-            champion_rows = model_rows(
-                champion, warm_users, owned, banned, candidate_items(con, config.candidate_share)
-            )
-            recs = published_recommendations(
-                con, champion_rows, ranking, owned, RECOMMENDATIONS_PER_USER, config.fallback_recent_days
+            recs, model_users = every_users_rows(
+                con, model_rows(champion, warm_users, owned, banned, candidate_items(con, config.candidate_share)),
+                ranking, owned, config.fallback_recent_days,
             )
             learnt = neighbours.similar_items(None, config.similar_items_per_item, fit="serving", banned_items=banned)
             cold = category_neighbours(
@@ -303,7 +319,7 @@ def publish_recommendations(
             **common,
             "dagster/row_count": MetadataValue.int(counts["recs.user_recommendations"]),
             "users": MetadataValue.int(int(pc.count_distinct(recs["user_id"]).as_py())),
-            "model_users": MetadataValue.int(len(champion_rows["user_id"].unique())),
+            "model_users": MetadataValue.int(model_users),
             "backfilled_rows": MetadataValue.int(int(pc.sum(pc.greater(recs["tier"], 0)).as_py() or 0)),
             "category_fallback_rows": MetadataValue.int(int(pc.sum(pc.equal(recs["tier"], 1)).as_py() or 0)),
             "model": MetadataValue.text(champion.model),
