@@ -32,7 +32,8 @@ class AlsConfig(Config):
     iterations: int = 15
     #: Iterations of a fit that starts from an earlier fit's factors on a subset of its rows (the
     #: holdout fit from the validation fit, the serving fit from the holdout fit): those factors
-    #: are near the optimum already, so a few sweeps converge (docs/performance-s3.md measures it).
+    #: are near the optimum already, so a few sweeps converge (measured: README, "What a full
+    #: refresh does at scale").
     warm_start_iterations: int = Field(default=5, ge=1)
     #: Reweighting of the strength matrix before the fit (BM25 / TF-IDF damp heavy users and popular items).
     weighting: Literal["none", "bm25", "tfidf"] = "none"

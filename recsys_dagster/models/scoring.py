@@ -27,7 +27,7 @@ THREADS = os.cpu_count() or 1
 #: Below this share of finite cells a dense batch is ranked by sorting its finite cells.
 SPARSE_SHARE = 0.05
 #: Items (largest factor norm first) that ``pruned_factor_top_n`` scores for every user. At
-#: RetailRocket size a user's exact top-40 needs the first ~5,500 of 98,657 (measured, docs/performance-s3.md).
+#: RetailRocket size a user's exact top-40 needs the first ~5,500 of 98,657 (measured, README "Performance").
 HEAD_ITEMS = 8192
 #: Users whose head scores are held at once (4,096 x 8,192 float32 = 128 MiB).
 HEAD_CHUNK_USERS = 4096

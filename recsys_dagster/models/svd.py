@@ -46,7 +46,7 @@ class SvdConfig(Config):
     #: Rating rows SVD trains on at most: a larger table is fitted on a seeded sample of this many.
     #: surprise builds its trainset in Python dicts (about 10 us a row, twice per run), and SVD is
     #: a challenger, never scored for every user. 500k keeps every real shop log of bench.quality
-    #: whole and bounds the fit at RetailRocket size and beyond (docs/performance-s3.md).
+    #: whole and bounds the fit at RetailRocket size and beyond (README "Performance").
     max_ratings: int = Field(default=500_000, ge=1)
     #: Take the parameters the latest ``model_tuning`` run selected (ml.tuning_runs) over these defaults.
     use_tuned: bool = True
