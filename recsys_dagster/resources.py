@@ -96,3 +96,11 @@ def build_resources() -> dict[str, object]:
             published_dir=EnvVar("RECSYS_PUBLISHED_DIR"),
         ),
     }
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, qualified: str) -> bool:
+    """Whether ``schema.table`` (``main`` when unqualified) exists: the stages create their own tables
+    on first use, so reading code asks before it reads."""
+    schema, _, name = qualified.rpartition(".")
+    sql = "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?"
+    return bool(con.execute(sql, [schema or "main", name]).fetchone()[0])

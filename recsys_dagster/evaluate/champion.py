@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 
 import duckdb
 
+from recsys_dagster.resources import table_exists
 from recsys_dagster.models.matrix import table_fingerprint
 
 CHAMPION_K = 10
@@ -86,13 +87,6 @@ class ChampionDecision:
     decided_at: datetime
 
 
-def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    found = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, table]
-    ).fetchone()
-    return bool(found[0])
-
-
 def select_champion(
     con: duckdb.DuckDBPyConnection,
     run_id: str | None = None,
@@ -101,7 +95,7 @@ def select_champion(
 ) -> ChampionChoice:
     """The first candidate (in preference order) of run ``run_id`` (default: the latest run) whose
     validation NDCG@10 is within ``noise_se`` standard errors of the best one's (0 = strictly the best)."""
-    if not _table_exists(con, "ml", "evaluation_runs"):
+    if not table_exists(con, "ml.evaluation_runs"):
         raise LookupError("ml.evaluation_runs does not exist: materialize model_evaluation first")
     ordered = [model for model in CHAMPION_CANDIDATES if model in set(candidates)]
     rows = con.execute(
@@ -143,7 +137,7 @@ def data_window(con: duckdb.DuckDBPyConnection) -> str:
 
 def last_publication(con: duckdb.DuckDBPyConnection, window: str) -> tuple[str, float] | None:
     """(run_id, champion metric value) of the newest publication on ``window`` judged on the same metric, if any."""
-    if not _table_exists(con, "ml", "published_runs"):
+    if not table_exists(con, "ml.published_runs"):
         return None
     row = con.execute(
         "SELECT run_id, value FROM ml.published_runs WHERE data_window = ? AND metric = ?"
@@ -212,7 +206,7 @@ def decide_champion(
 
 def latest_decision(con: duckdb.DuckDBPyConnection) -> ChampionDecision:
     """The newest champion decision (what the gate check reports and publishing obeys)."""
-    if not _table_exists(con, "ml", "champion_decisions"):
+    if not table_exists(con, "ml.champion_decisions"):
         raise LookupError("ml.champion_decisions does not exist: materialize model_evaluation first")
     frame = con.execute("SELECT * FROM ml.champion_decisions ORDER BY decided_at DESC LIMIT 1").df()
     if frame.empty:

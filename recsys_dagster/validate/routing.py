@@ -31,6 +31,7 @@ from pathlib import Path
 
 import duckdb
 
+from recsys_dagster.resources import table_exists
 from recsys_dagster.validate import suite
 from recsys_dagster.validate.suite import (
     DUPLICATE_KEY,
@@ -146,16 +147,10 @@ def settings_fingerprint(bounds: Bounds) -> str:
     return digest.hexdigest()
 
 
-def _table_exists(con: duckdb.DuckDBPyConnection, qualified: str) -> bool:
-    schema, _, name = qualified.rpartition(".")
-    sql = "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?"
-    return bool(con.execute(sql, [schema or "main", name]).fetchone()[0])
-
-
 def needs_full_rebuild(con: duckdb.DuckDBPyConnection, fingerprint: str) -> bool:
     """True when the outputs cannot be extended batch by batch (see the module docstring)."""
     tables = (VALIDATED, QUARANTINED, ROUTED_BATCHES, ROUTING_SETTINGS)
-    if not all(_table_exists(con, table) for table in tables):
+    if not all(table_exists(con, table) for table in tables):
         return True
     if con.execute(f"SELECT count(*) FROM {ROUTING_SETTINGS} WHERE fingerprint = ?", [fingerprint]).fetchone()[0] != 1:
         return True
