@@ -6,8 +6,9 @@ warm users' lists (cold users get popularity whatever the parameters), SVD by RM
 ratings. The repeat-aware challenger is tuned after ALS, on the selected ALS fit: its knobs
 (``repeat_weight``, ``half_life_days``, ``own_ranking``, ``own_cap``, ``related_weight``) only change
 the scoring, so its trials cost no refit. Its trials are judged against a reference point on the
-same users, paired: a point replaces the reference only when its lead exceeds the standard error
-of the per-user differences (``selected_trial``). Lists are scored under the shop's repurchase policy
+same users, paired: a point replaces the reference only when its lead exceeds the noise of the
+per-user differences, counted for how many points were tried (``selected_trial``,
+``reference_margin_for``). Lists are scored under the shop's repurchase policy
 (``settings.repurchase_policy``: bought items excluded unless it is on), as evaluation and publishing
 score them. Every trial is appended to
 ``ml.tuning_runs``; the best of each model is marked ``selected`` and becomes the defaults of the
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from statistics import NormalDist
 
 import duckdb
 import numpy as np
@@ -109,19 +111,38 @@ class Search:
     reference: dict[str, object] | None = None
 
 
-def selected_trial(values: np.ndarray, errors: np.ndarray, higher_is_better: bool) -> int:
+def selected_trial(values: np.ndarray, errors: np.ndarray, higher_is_better: bool, reference_margin: float = 1.0) -> int:
     """The first trial within one standard error (``errors`` of the best trial) of the best one (-1 if no
-    trial gave a number).
+    trial gave a number); trial 0 (the reference) whenever the best leads it by no more than
+    ``reference_margin`` standard errors.
 
     With a reference as trial 0 and ``errors`` the standard errors of each trial's per-user differences
     to it (``paired_errors``), a grid point must beat the reference by more than the noise of the
-    window's users to replace it: a lead that small would not be there on another week's users."""
+    window's users to replace it: a lead that small would not be there on another week's users.
+    ``reference_margin`` (``reference_margin_for``) widens that bar by how many points were tried."""
     if not np.isfinite(values).any():
         return -1
     signed = values if higher_is_better else -values
     best = int(np.nanargmax(signed))
+    if signed[best] - signed[0] <= reference_margin * errors[best] + 1e-12:
+        return 0
     within_noise = np.flatnonzero(signed >= signed[best] - errors[best] - 1e-12)
     return int(within_noise[0])
+
+
+#: The chance tuning may leave the reference although no grid point is better than it (the family-wise
+#: error over all points tried, split evenly: Bonferroni).
+REFERENCE_FALSE_SWITCH = 0.05
+
+
+def reference_margin_for(n_challengers: int) -> float:
+    """Standard errors the best of ``n_challengers`` points must lead the reference by (one-sided,
+    Bonferroni at ``REFERENCE_FALSE_SWITCH``): 1.64 for one point, 2.85 for 23.
+
+    The best of many noisy points beats the reference by chance: with 23 points whose true quality
+    equals it, one leads by more than one standard error almost surely. Charging every point its
+    share of the error keeps a lucky draw on the validation users from replacing a sound default."""
+    return NormalDist().inv_cdf(1.0 - REFERENCE_FALSE_SWITCH / max(n_challengers, 1))
 
 
 #: Fewer validation users than this and a standard error says little about the noise (the
@@ -146,8 +167,11 @@ def run_search(search: Search, run_id: str, seed: int) -> pd.DataFrame:
     points = [search.reference, *(p for p in sampled if p != search.reference)] if search.reference else sampled
     per_user = [np.asarray(search.score(point), dtype=np.float64) for point in points]
     values = np.array([values.mean() for values in per_user])
-    errors = paired_errors(per_user) if search.reference else np.zeros(len(points))  # no reference: strictly the best
-    best = selected_trial(values, errors, search.higher_is_better)
+    if search.reference:
+        best = selected_trial(values, paired_errors(per_user), search.higher_is_better,
+                              reference_margin_for(len(points) - 1))
+    else:  # no reference: strictly the best
+        best = selected_trial(values, np.zeros(len(points)), search.higher_is_better)
     return pd.DataFrame(
         {
             "run_id": run_id,

@@ -24,7 +24,7 @@ from recsys_dagster.models.repeat import (
     score_repeat_aware,
 )
 from recsys_dagster.models.scoring import ranked_cells
-from recsys_dagster.models.tuning import REPEAT_GRID, paired_errors, selected_trial
+from recsys_dagster.models.tuning import REPEAT_GRID, paired_errors, reference_margin_for, selected_trial
 from recsys_dagster.models.validation import recovered_event_weights
 
 PAIRS = [("a", "x", 1), ("a", "y", 1), ("b", "x", 1), ("b", "y", 1), ("b", "z", 2), ("c", "z", 1), ("d", "x", 1)]
@@ -175,6 +175,16 @@ def test_validation_window_lies_before_the_test_window(retail_con, trained_retai
 )
 def test_tuning_keeps_the_earliest_trial_within_one_standard_error(values, errors, higher_is_better, expected) -> None:
     assert selected_trial(np.array(values), np.array(errors), higher_is_better) == expected
+
+
+def test_the_reference_is_kept_unless_the_best_point_leads_beyond_the_multiple_comparison_margin() -> None:
+    # Bonferroni, one-sided at 5%: z(0.95) for one challenger, z(1 - 0.05 / 23) for 23
+    assert reference_margin_for(1) == pytest.approx(1.6449, abs=1e-4)
+    assert reference_margin_for(23) == pytest.approx(2.8518, abs=1e-4)
+    values, errors = np.array([0.30, 0.313, 0.32]), np.array([0.0, 0.004, 0.008])
+    # the best leads by 0.02 = 2.5 standard errors (0.008): enough for one challenger, not for 23
+    assert selected_trial(values, errors, True, reference_margin_for(1)) == 1  # 0.32 - 0.008 <= 0.313: within noise of the best
+    assert selected_trial(values, errors, True, reference_margin_for(23)) == 0
 
 
 def test_paired_errors_measure_the_noise_of_each_trials_differences_to_the_reference() -> None:
