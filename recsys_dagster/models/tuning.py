@@ -54,7 +54,7 @@ ALS_GRID = {"factors": [32, 64, 128], "regularization": [0.01, 0.05, 0.5], "alph
 SVD_GRID = {"n_factors": [50, 100, 200], "n_epochs": [40, 80], "lr_all": [0.005, 0.01], "reg_all": [0.05, 0.1]}
 #: The repeat-aware knobs (models/repeat.py); a day is 1440 invoices on Online Retail's invoice clock.
 REPEAT_GRID = {"repeat_weight": [0.3, 0.6, 0.9, 0.999], "half_life_days": [0.05, 1.0, 14.0],
-               "own_ranking": ["intensity", "recency", "both", "sequence"], "own_cap": [0, 3, 10, 1000],
+               "own_ranking": ["intensity", "recency", "both", "sequence", "sequence_steep"], "own_cap": [0, 3, 10, 1000],
                "related_weight": [0.0, 0.25, 0.5, 0.75]}
 
 
