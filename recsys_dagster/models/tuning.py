@@ -2,8 +2,12 @@
 
 Each trial fits on ``ml.validation_train_user_item`` and is scored on
 ``ml.validation_holdout_interactions`` (the test window is never seen): ALS by NDCG@10 of the
-warm users' lists (cold users get popularity whatever the parameters), SVD by RMSE on the window's
-ratings. The repeat-aware challenger is tuned after ALS, on the selected ALS fit: its knobs
+warm users' lists on the items new to them (cold users get popularity whatever the parameters), SVD
+by RMSE on the window's ratings. ALS is judged on new items because that is its job in the pipeline:
+the items a user already touched come from their history (the repeat-aware model ranks them first,
+and a factor model tuned to re-find them spends its capacity on what history already knows); where
+no trial finds a single new item (every model scores 0 there) the first sampled point is kept.
+The repeat-aware challenger is tuned after ALS, on the selected ALS fit: its knobs
 (``repeat_weight``, ``half_life_days``, ``own_ranking``, ``own_cap``, ``related_weight``) only change
 the scoring, so its trials cost no refit. Its trials are judged against a reference point on the
 same users, paired: a point replaces the reference only when its lead exceeds the noise of the
@@ -75,11 +79,15 @@ def sampled_grid(grid: dict[str, list], trials: int, seed: int) -> list[dict[str
 
 
 def warm_validation_ndcg(
-    con: duckdb.DuckDBPyConnection, model: str, fit: FitArrays, repurchase: bool
+    con: duckdb.DuckDBPyConnection, model: str, fit: FitArrays, repurchase: bool, new_items_only: bool = False
 ) -> np.ndarray:
     """NDCG@10 of each warm validation user's list of ``fit`` scored as ``model`` (owned items excluded
-    unless ``repurchase``, as published), users in the window's order (the same for every trial)."""
-    relevant = con.execute(f"SELECT user_id, item_id FROM {VALIDATION_HOLDOUT_TABLE} WHERE user_in_train").df()
+    unless ``repurchase``, as published), users in the window's order (the same for every trial);
+    ``new_items_only``: only items new to the user count as relevant (users without one are left out)."""
+    relevant = con.execute(
+        f"SELECT user_id, item_id FROM {VALIDATION_HOLDOUT_TABLE} WHERE user_in_train AND NOT (seen_in_train AND $new)",
+        {"new": new_items_only},
+    ).df()
     if relevant.empty:
         return np.array([np.nan])
     exclude = None if repurchase else purchased_pairs(con, VALIDATION_TRAIN_TABLE)
@@ -218,10 +226,10 @@ def tune(con: duckdb.DuckDBPyConnection, run_id: str, config: TuningConfig) -> p
     to ``ml.tuning_runs``, return the trials. Lists are scored under the shop's repurchase policy."""
     repurchase = repurchase_policy()
     als = Search(
-        "als_model", "val_ndcg@10_warm", True, ALS_GRID, config.als_trials,
+        "als_model", "val_ndcg@10_new_items_warm", True, ALS_GRID, config.als_trials,
         lambda point: warm_validation_ndcg(
             con, "als_model", fit_als(con, VALIDATION_TRAIN_TABLE, AlsConfig(use_tuned=False, **point)),
-            repurchase,
+            repurchase, new_items_only=True,
         ),
     )
     svd = Search(

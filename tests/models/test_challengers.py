@@ -24,7 +24,13 @@ from recsys_dagster.models.repeat import (
     score_repeat_aware,
 )
 from recsys_dagster.models.scoring import ranked_cells
-from recsys_dagster.models.tuning import REPEAT_GRID, paired_errors, reference_margin_for, selected_trial
+from recsys_dagster.models.tuning import (
+    REPEAT_GRID,
+    paired_errors,
+    reference_margin_for,
+    selected_trial,
+    warm_validation_ndcg,
+)
 from recsys_dagster.models.validation import recovered_event_weights
 
 PAIRS = [("a", "x", 1), ("a", "y", 1), ("b", "x", 1), ("b", "y", 1), ("b", "z", 2), ("c", "z", 1), ("d", "x", 1)]
@@ -204,6 +210,24 @@ def test_paired_errors_measure_the_noise_of_each_trials_differences_to_the_refer
     assert np.isinf(few).all() and selected_trial(means, few, True) == 0
 
 
+def test_als_tuning_objective_counts_only_items_new_to_warm_users(retail_con, trained_retail) -> None:
+    fit = load_latest(retail_con, "als_model").fit_arrays("validation")
+    new_items = warm_validation_ndcg(retail_con, "als_model", fit, repurchase=True, new_items_only=True)
+    window = retail_con.execute(
+        "SELECT user_id, item_id, seen_in_train FROM ml.validation_holdout_interactions WHERE user_in_train"
+    ).df()
+    fresh = window[~window["seen_in_train"]]
+    assert len(new_items) == fresh["user_id"].nunique() >= 1
+    # the same lists, NDCG@10 by hand on the new items only: hits at their ranks over the ideal
+    recs = load_latest(retail_con, "als_model").recommend(fresh["user_id"].unique(), 10, fit="validation")
+    expected = []
+    for user, wanted in fresh.groupby("user_id", sort=False)["item_id"]:
+        ranks = recs.loc[(recs["user_id"] == user) & recs["item_id"].isin(set(wanted)), "rank"]
+        ideal = sum(1 / math.log2(r + 1) for r in range(1, min(10, wanted.nunique()) + 1))
+        expected.append(sum(1 / math.log2(r + 1) for r in ranks) / ideal)
+    assert new_items == pytest.approx(expected)
+
+
 def test_tuning_selects_on_validation_and_sets_the_next_runs_defaults(
     trained_retail, make_resources, tmp_path: Path
 ) -> None:
@@ -222,7 +246,7 @@ def test_tuning_selects_on_validation_and_sets_the_next_runs_defaults(
     assert trials.groupby("model")["selected"].sum().eq(1).all()
     als_trials = trials[trials["model"] == "als_model"]
     best = als_trials.loc[als_trials["value"].idxmax()]
-    assert best["selected"] and best["metric"] == "val_ndcg@10_warm"
+    assert best["selected"] and best["metric"] == "val_ndcg@10_new_items_warm"
     svd_trials = trials[trials["model"] == "svd_model"]
     assert svd_trials.loc[svd_trials["value"].idxmin(), "selected"]
     assert {k: als.params[k] for k in json.loads(best["params_json"])} == json.loads(best["params_json"])
