@@ -129,6 +129,7 @@ def test_best_cells_per_row_equal_the_scoring_modules_ranked_cells_ties_included
         ("recency", [[1.0, 0.25], [0.5, 0.0]]),
         ("both", [[4.0, 3.0 * 0.25], [2.0 * 0.5, 0.0]]),
         ("sequence", [[4.0, 3.0 / 2], [2.0, 0.0]]),  # u's y is one step behind x; v's x is v's latest
+        ("sequence_steep", [[4.0, 3.0 / 4], [2.0, 0.0]]),  # the step back squared
     ],
 )
 def test_own_history_scores_intensity_recency_or_both(own_ranking: str, expected: list) -> None:
