@@ -9,9 +9,9 @@ build them), then the real assets run in-process: ``validation_split``, every mo
 this script adds what the asset does not publish: a bootstrap 95% interval of NDCG@10 over the
 test users, the same over the warm users only (history before the cutoff; cold users get popularity
 from every model, which dilutes every ratio alike) with paired intervals of the repeat-aware model
-against the plain list and ALS, and the plain "own items first, then ALS" list (the fixed ``PLAIN_OWN_FIRST`` knobs
-on the ALS the budget finds best on all items, ``plain_list_als_point``) that the champion must not fall below. ``model_tuning`` runs
-first (budget ``TUNING_BUDGET``), so the models take tuned parameters as in production.
+against the plain list and ALS, and the plain "own items first, then ALS" list (the fixed
+``PLAIN_OWN_FIRST`` knobs on the ALS the budget finds best on all items, ``plain_list_als_point``)
+that the champion must not fall below. ``model_tuning`` runs first (budget ``TUNING_BUDGET``), so the models take tuned parameters as in production.
 Explicit ratings: Amazon (SVD / BaselineOnly / global mean RMSE on the pipeline's time split) and
 MovieLens-100k 5-fold CV (the official u1..u5 splits, read from ../shared, never copied); MovieLens
 as implicit feedback (rating >= 4, per-user time split): tuned ALS vs popularity of unseen items.
@@ -128,7 +128,8 @@ YOOCHOOSE = ImplicitDataset(
                                     all_varchar = true)),
              t0 AS (SELECT to_timestamp(min(CAST(Time AS DOUBLE)))::TIMESTAMP AS cutoff FROM test)
         SELECT 'train-' || SessionId AS user_id, ItemId AS item_id, 'view' AS event_type, CAST(NULL AS DOUBLE) AS rating,
-               CASE WHEN start < (SELECT start FROM late) OR length < 2 THEN to_timestamp(CAST(Time AS DOUBLE))::TIMESTAMP
+               CASE WHEN start < (SELECT start FROM late) OR length < 2
+                    THEN to_timestamp(CAST(Time AS DOUBLE))::TIMESTAMP
                     WHEN position <= length // 2
                     THEN (SELECT cutoff FROM t0) - to_milliseconds(CAST(2000000 - position AS BIGINT))
                     ELSE (SELECT cutoff FROM t0) - to_milliseconds(CAST(1000000 - position AS BIGINT)) END AS event_time

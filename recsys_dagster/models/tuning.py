@@ -119,7 +119,9 @@ class Search:
     reference: dict[str, object] | None = None
 
 
-def selected_trial(values: np.ndarray, errors: np.ndarray, higher_is_better: bool, reference_margin: float = 1.0) -> int:
+def selected_trial(
+    values: np.ndarray, errors: np.ndarray, higher_is_better: bool, reference_margin: float = 1.0
+) -> int:
     """The first trial within one standard error (``errors`` of the best trial) of the best one (-1 if no
     trial gave a number); trial 0 (the reference) whenever the best leads it by no more than
     ``reference_margin`` standard errors.
