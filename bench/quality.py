@@ -11,7 +11,8 @@ test users, the same over the warm users only (history before the cutoff; cold u
 from every model, which dilutes every ratio alike) with paired intervals of the repeat-aware model
 against the plain list and ALS, and the plain "own items first, then ALS" list (the fixed
 ``PLAIN_OWN_FIRST`` knobs on the ALS the budget finds best on all items, ``plain_list_als_point``)
-that the champion must not fall below. ``model_tuning`` runs first (budget ``TUNING_BUDGET``), so the models take tuned parameters as in production.
+that the champion must not fall below. ``model_tuning`` runs first (budget ``TUNING_BUDGET``), so
+the models take tuned parameters as in production.
 Explicit ratings: Amazon (SVD / BaselineOnly / global mean RMSE on the pipeline's time split) and
 MovieLens-100k 5-fold CV (the official u1..u5 splits, read from ../shared, never copied); MovieLens
 as implicit feedback (rating >= 4, per-user time split): tuned ALS vs popularity of unseen items.
