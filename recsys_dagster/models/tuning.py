@@ -6,7 +6,7 @@ warm users' lists on the items new to them (cold users get popularity whatever t
 by RMSE on the window's ratings. ALS is judged on new items because that is its job in the pipeline:
 the items a user already touched come from their history (the repeat-aware model ranks them first,
 and a factor model tuned to re-find them spends its capacity on what history already knows); where
-no trial finds a single new item (every model scores 0 there) the first sampled point is kept.
+no trial finds a single new item (every point scores 0), the same points are judged on every item.
 The repeat-aware challenger is tuned after ALS, on the selected ALS fit: its knobs
 (``repeat_weight``, ``half_life_days``, ``own_ranking``, ``own_cap``, ``related_weight``) only change
 the scoring, so its trials cost no refit. Its trials are judged against a reference point on the
@@ -223,22 +223,38 @@ def repeat_search(
     return Search("repeat_aware_model", "val_ndcg@10_warm", True, grid, trials, score, reference)
 
 
+def als_search(con: duckdb.DuckDBPyConnection, trials: int, repurchase: bool, new_items_only: bool) -> Search:
+    """ALS's search: warm validation users' NDCG@10 on the items new to them, or on every item."""
+    return Search(
+        "als_model", "val_ndcg@10_new_items_warm" if new_items_only else "val_ndcg@10_warm", True, ALS_GRID, trials,
+        lambda point: warm_validation_ndcg(
+            con, "als_model", fit_als(con, VALIDATION_TRAIN_TABLE, AlsConfig(use_tuned=False, **point)),
+            repurchase, new_items_only,
+        ),
+    )
+
+
+def als_search_trials(
+    con: duckdb.DuckDBPyConnection, run_id: str, config: TuningConfig, repurchase: bool
+) -> pd.DataFrame:
+    """ALS's trials judged on new items; when no point finds a single one (the window's new items are
+    unseen in train, so every point scores 0 and the choice would be arbitrary), the same points
+    judged on every item instead."""
+    trials = run_search(als_search(con, config.als_trials, repurchase, new_items_only=True), run_id, config.seed)
+    if (trials["value"] > 0).any():
+        return trials
+    return run_search(als_search(con, config.als_trials, repurchase, new_items_only=False), run_id, config.seed)
+
+
 def tune(con: duckdb.DuckDBPyConnection, run_id: str, config: TuningConfig) -> pd.DataFrame:
     """Run the budgeted searches (ALS, then repeat-aware on ALS's choice, then SVD), append every trial
     to ``ml.tuning_runs``, return the trials. Lists are scored under the shop's repurchase policy."""
     repurchase = repurchase_policy()
-    als = Search(
-        "als_model", "val_ndcg@10_new_items_warm", True, ALS_GRID, config.als_trials,
-        lambda point: warm_validation_ndcg(
-            con, "als_model", fit_als(con, VALIDATION_TRAIN_TABLE, AlsConfig(use_tuned=False, **point)),
-            repurchase, new_items_only=True,
-        ),
-    )
     svd = Search(
         "svd_model", "val_rmse", False, SVD_GRID, config.svd_trials,
         lambda point: svd_validation_rmse(con, SvdConfig(use_tuned=False, **point)),
     )
-    als_trials = run_search(als, run_id, config.seed)
+    als_trials = als_search_trials(con, run_id, config, repurchase)
     repeat = repeat_search(con, selected_point(als_trials), config.repeat_trials, repurchase)
     frames = [als_trials, run_search(repeat, run_id, config.seed), run_search(svd, run_id, config.seed)]
     trials_frame = pd.concat(frames, ignore_index=True)

@@ -27,6 +27,8 @@ from recsys_dagster.models.scoring import ranked_cells
 from recsys_dagster.models.tuning import (
     REPEAT_GRID,
     paired_errors,
+    TuningConfig,
+    als_search_trials,
     reference_margin_for,
     selected_trial,
     warm_validation_ndcg,
@@ -229,6 +231,38 @@ def test_als_tuning_objective_counts_only_items_new_to_warm_users(retail_con, tr
     assert new_items == pytest.approx(expected)
 
 
+@pytest.mark.parametrize(
+    ("window_edit", "repurchase", "metric"),
+    [
+        # every item the warm users do not own becomes a new item they touch: a list without their
+        # purchases (repurchase off) is all hits
+        ("INSERT INTO ml.validation_holdout_interactions (user_id, item_id, user_in_train, seen_in_train)"
+         " SELECT u.user_id, i.item_id, true, false"
+         " FROM (SELECT DISTINCT user_id FROM ml.validation_holdout_interactions WHERE user_in_train) u"
+         " CROSS JOIN (SELECT DISTINCT item_id FROM ml.validation_train_user_item) i"
+         " WHERE NOT EXISTS (SELECT 1 FROM ml.validation_train_user_item t"
+         "                   WHERE t.user_id = u.user_id AND t.item_id = i.item_id)"
+         " AND NOT EXISTS (SELECT 1 FROM ml.validation_holdout_interactions h"
+         "                 WHERE h.user_id = u.user_id AND h.item_id = i.item_id)",
+         False, "val_ndcg@10_new_items_warm"),
+        # only new items no model can know remain (unseen in the validation train): Taobao's case
+        ("DELETE FROM ml.validation_holdout_interactions WHERE NOT seen_in_train"
+         " AND item_id IN (SELECT item_id FROM ml.validation_train_user_item)",
+         True, "val_ndcg@10_warm"),
+    ],
+)
+def test_als_is_judged_on_new_items_unless_no_point_can_find_one(
+    trained_retail, tmp_path: Path, window_edit: str, repurchase: bool, metric: str
+) -> None:
+    database = tmp_path / "warehouse.duckdb"
+    database.write_bytes(Path(trained_retail["database"]).read_bytes())
+    with duckdb.connect(str(database)) as con:
+        con.execute(window_edit)
+        trials = als_search_trials(con, "run", TuningConfig(als_trials=2), repurchase)
+    assert (trials["metric"] == metric).all() and len(trials) == 2
+    assert (trials["value"] > 0).any() and trials.loc[trials["value"].idxmax(), "selected"]
+
+
 def test_tuning_selects_on_validation_and_sets_the_next_runs_defaults(
     trained_retail, make_resources, tmp_path: Path
 ) -> None:
@@ -247,7 +281,8 @@ def test_tuning_selects_on_validation_and_sets_the_next_runs_defaults(
     assert trials.groupby("model")["selected"].sum().eq(1).all()
     als_trials = trials[trials["model"] == "als_model"]
     best = als_trials.loc[als_trials["value"].idxmax()]
-    assert best["selected"] and best["metric"] == "val_ndcg@10_new_items_warm"
+    # one warm validation user whose new item no ALS point finds: judged on every item (see above)
+    assert best["selected"] and best["metric"] == "val_ndcg@10_warm"
     svd_trials = trials[trials["model"] == "svd_model"]
     assert svd_trials.loc[svd_trials["value"].idxmin(), "selected"]
     assert {k: als.params[k] for k in json.loads(best["params_json"])} == json.loads(best["params_json"])
