@@ -10,7 +10,9 @@ than any similar item, so this model scores three kinds of evidence, each scaled
   ``half_life_days``, age measured before the table's newest event), ``both`` = their product,
   ``sequence`` = strength / the pair's place in the user's own timeline (1 = their latest
   moment): recency counted in the user's own steps, which is what sessions (clicks seconds apart)
-  and invoice clocks need, where wall-clock decay cannot tell the items apart;
+  and invoice clocks need, where wall-clock decay cannot tell the items apart; ``sequence_steep`` =
+  strength / its square, for shops where the last click or two say most about the next (sessions:
+  a user's latest clicks are what they are looking at now);
 - related: co-occurrence neighbours of the user's items, ``own @ S`` with ``S`` the BM25 item-item
   similarity of the same table (the item_knn_bm25 baseline's), the best ``RELATED_PER_USER`` per user;
 - model = ``(1 - related_weight) * als + related_weight * related``, ALS min-max scaled per user,
@@ -44,11 +46,12 @@ from recsys_dagster.models.baselines import ItemKnnBm25Config, fit_item_knn
 from recsys_dagster.models.matrix import checked_table
 from recsys_dagster.models.scoring import ranks_within_rows
 
-OwnRanking = Literal["intensity", "recency", "both", "sequence"]
+OwnRanking = Literal["intensity", "recency", "both", "sequence", "sequence_steep"]
 #: How own items are scored, as SQL over the mart's strength, the pair's decay factor and its step back
 #: in the user's timeline (code constants).
 OWN_SCORE_SQL: dict[str, str] = {
     "intensity": "strength", "recency": "decay", "both": "strength * decay", "sequence": "strength / steps_back",
+    "sequence_steep": "strength / (steps_back * steps_back)",
 }
 #: Stage-1 items score above every stage-2 item (whose blend lies in [0, 1]).
 STAGE_ONE_OFFSET = 2.0

@@ -2,12 +2,17 @@
 
 Each trial fits on ``ml.validation_train_user_item`` and is scored on
 ``ml.validation_holdout_interactions`` (the test window is never seen): ALS by NDCG@10 of the
-warm users' lists (cold users get popularity whatever the parameters), SVD by RMSE on the window's
-ratings. The repeat-aware challenger is tuned after ALS, on the selected ALS fit: its knobs
+warm users' lists on the items new to them (cold users get popularity whatever the parameters), SVD
+by RMSE on the window's ratings. ALS is judged on new items because that is its job in the pipeline:
+the items a user already touched come from their history (the repeat-aware model ranks them first,
+and a factor model tuned to re-find them spends its capacity on what history already knows); where
+no trial finds a single new item (every point scores 0), the same points are judged on every item.
+The repeat-aware challenger is tuned after ALS, on the selected ALS fit: its knobs
 (``repeat_weight``, ``half_life_days``, ``own_ranking``, ``own_cap``, ``related_weight``) only change
 the scoring, so its trials cost no refit. Its trials are judged against a reference point on the
-same users, paired: a point replaces the reference only when its lead exceeds the standard error
-of the per-user differences (``selected_trial``). Lists are scored under the shop's repurchase policy
+same users, paired: a point replaces the reference only when its lead exceeds the noise of the
+per-user differences, counted for how many points were tried (``selected_trial``,
+``reference_margin_for``). Lists are scored under the shop's repurchase policy
 (``settings.repurchase_policy``: bought items excluded unless it is on), as evaluation and publishing
 score them. Every trial is appended to
 ``ml.tuning_runs``; the best of each model is marked ``selected`` and becomes the defaults of the
@@ -23,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from statistics import NormalDist
 
 import duckdb
 import numpy as np
@@ -52,7 +58,7 @@ ALS_GRID = {"factors": [32, 64, 128], "regularization": [0.01, 0.05, 0.5], "alph
 SVD_GRID = {"n_factors": [50, 100, 200], "n_epochs": [40, 80], "lr_all": [0.005, 0.01], "reg_all": [0.05, 0.1]}
 #: The repeat-aware knobs (models/repeat.py); a day is 1440 invoices on Online Retail's invoice clock.
 REPEAT_GRID = {"repeat_weight": [0.3, 0.6, 0.9, 0.999], "half_life_days": [0.05, 1.0, 14.0],
-               "own_ranking": ["intensity", "recency", "both", "sequence"], "own_cap": [0, 3, 10, 1000],
+               "own_ranking": ["intensity", "recency", "both", "sequence", "sequence_steep"], "own_cap": [0, 3, 10, 1000],
                "related_weight": [0.0, 0.25, 0.5, 0.75]}
 
 
@@ -73,11 +79,15 @@ def sampled_grid(grid: dict[str, list], trials: int, seed: int) -> list[dict[str
 
 
 def warm_validation_ndcg(
-    con: duckdb.DuckDBPyConnection, model: str, fit: FitArrays, repurchase: bool
+    con: duckdb.DuckDBPyConnection, model: str, fit: FitArrays, repurchase: bool, new_items_only: bool = False
 ) -> np.ndarray:
     """NDCG@10 of each warm validation user's list of ``fit`` scored as ``model`` (owned items excluded
-    unless ``repurchase``, as published), users in the window's order (the same for every trial)."""
-    relevant = con.execute(f"SELECT user_id, item_id FROM {VALIDATION_HOLDOUT_TABLE} WHERE user_in_train").df()
+    unless ``repurchase``, as published), users in the window's order (the same for every trial);
+    ``new_items_only``: only items new to the user count as relevant (users without one are left out)."""
+    relevant = con.execute(
+        f"SELECT user_id, item_id FROM {VALIDATION_HOLDOUT_TABLE} WHERE user_in_train AND NOT (seen_in_train AND $new)",
+        {"new": new_items_only},
+    ).df()
     if relevant.empty:
         return np.array([np.nan])
     exclude = None if repurchase else purchased_pairs(con, VALIDATION_TRAIN_TABLE)
@@ -109,19 +119,40 @@ class Search:
     reference: dict[str, object] | None = None
 
 
-def selected_trial(values: np.ndarray, errors: np.ndarray, higher_is_better: bool) -> int:
+def selected_trial(
+    values: np.ndarray, errors: np.ndarray, higher_is_better: bool, reference_margin: float = 1.0
+) -> int:
     """The first trial within one standard error (``errors`` of the best trial) of the best one (-1 if no
-    trial gave a number).
+    trial gave a number); trial 0 (the reference) whenever the best leads it by no more than
+    ``reference_margin`` standard errors.
 
     With a reference as trial 0 and ``errors`` the standard errors of each trial's per-user differences
     to it (``paired_errors``), a grid point must beat the reference by more than the noise of the
-    window's users to replace it: a lead that small would not be there on another week's users."""
+    window's users to replace it: a lead that small would not be there on another week's users.
+    ``reference_margin`` (``reference_margin_for``) widens that bar by how many points were tried."""
     if not np.isfinite(values).any():
         return -1
     signed = values if higher_is_better else -values
     best = int(np.nanargmax(signed))
+    if signed[best] - signed[0] <= reference_margin * errors[best] + 1e-12:
+        return 0
     within_noise = np.flatnonzero(signed >= signed[best] - errors[best] - 1e-12)
     return int(within_noise[0])
+
+
+#: The chance tuning may leave the reference although no grid point is better than it (the family-wise
+#: error over all points tried, split evenly: Bonferroni).
+REFERENCE_FALSE_SWITCH = 0.05
+
+
+def reference_margin_for(n_challengers: int) -> float:
+    """Standard errors the best of ``n_challengers`` points must lead the reference by (one-sided,
+    Bonferroni at ``REFERENCE_FALSE_SWITCH``): 1.64 for one point, 2.85 for 23.
+
+    The best of many noisy points beats the reference by chance: with 23 points whose true quality
+    equals it, one leads by more than one standard error almost surely. Charging every point its
+    share of the error keeps a lucky draw on the validation users from replacing a sound default."""
+    return NormalDist().inv_cdf(1.0 - REFERENCE_FALSE_SWITCH / max(n_challengers, 1))
 
 
 #: Fewer validation users than this and a standard error says little about the noise (the
@@ -146,8 +177,11 @@ def run_search(search: Search, run_id: str, seed: int) -> pd.DataFrame:
     points = [search.reference, *(p for p in sampled if p != search.reference)] if search.reference else sampled
     per_user = [np.asarray(search.score(point), dtype=np.float64) for point in points]
     values = np.array([values.mean() for values in per_user])
-    errors = paired_errors(per_user) if search.reference else np.zeros(len(points))  # no reference: strictly the best
-    best = selected_trial(values, errors, search.higher_is_better)
+    if search.reference:
+        best = selected_trial(values, paired_errors(per_user), search.higher_is_better,
+                              reference_margin_for(len(points) - 1))
+    else:  # no reference: strictly the best
+        best = selected_trial(values, np.zeros(len(points)), search.higher_is_better)
     return pd.DataFrame(
         {
             "run_id": run_id,
@@ -189,22 +223,38 @@ def repeat_search(
     return Search("repeat_aware_model", "val_ndcg@10_warm", True, grid, trials, score, reference)
 
 
+def als_search(con: duckdb.DuckDBPyConnection, trials: int, repurchase: bool, new_items_only: bool) -> Search:
+    """ALS's search: warm validation users' NDCG@10 on the items new to them, or on every item."""
+    return Search(
+        "als_model", "val_ndcg@10_new_items_warm" if new_items_only else "val_ndcg@10_warm", True, ALS_GRID, trials,
+        lambda point: warm_validation_ndcg(
+            con, "als_model", fit_als(con, VALIDATION_TRAIN_TABLE, AlsConfig(use_tuned=False, **point)),
+            repurchase, new_items_only,
+        ),
+    )
+
+
+def als_search_trials(
+    con: duckdb.DuckDBPyConnection, run_id: str, config: TuningConfig, repurchase: bool
+) -> pd.DataFrame:
+    """ALS's trials judged on new items; when no point finds a single one (the window's new items are
+    unseen in train, so every point scores 0 and the choice would be arbitrary), the same points
+    judged on every item instead."""
+    trials = run_search(als_search(con, config.als_trials, repurchase, new_items_only=True), run_id, config.seed)
+    if (trials["value"] > 0).any():
+        return trials
+    return run_search(als_search(con, config.als_trials, repurchase, new_items_only=False), run_id, config.seed)
+
+
 def tune(con: duckdb.DuckDBPyConnection, run_id: str, config: TuningConfig) -> pd.DataFrame:
     """Run the budgeted searches (ALS, then repeat-aware on ALS's choice, then SVD), append every trial
     to ``ml.tuning_runs``, return the trials. Lists are scored under the shop's repurchase policy."""
     repurchase = repurchase_policy()
-    als = Search(
-        "als_model", "val_ndcg@10_warm", True, ALS_GRID, config.als_trials,
-        lambda point: warm_validation_ndcg(
-            con, "als_model", fit_als(con, VALIDATION_TRAIN_TABLE, AlsConfig(use_tuned=False, **point)),
-            repurchase,
-        ),
-    )
     svd = Search(
         "svd_model", "val_rmse", False, SVD_GRID, config.svd_trials,
         lambda point: svd_validation_rmse(con, SvdConfig(use_tuned=False, **point)),
     )
-    als_trials = run_search(als, run_id, config.seed)
+    als_trials = als_search_trials(con, run_id, config, repurchase)
     repeat = repeat_search(con, selected_point(als_trials), config.repeat_trials, repurchase)
     frames = [als_trials, run_search(repeat, run_id, config.seed), run_search(svd, run_id, config.seed)]
     trials_frame = pd.concat(frames, ignore_index=True)

@@ -24,7 +24,15 @@ from recsys_dagster.models.repeat import (
     score_repeat_aware,
 )
 from recsys_dagster.models.scoring import ranked_cells
-from recsys_dagster.models.tuning import REPEAT_GRID, paired_errors, selected_trial
+from recsys_dagster.models.tuning import (
+    REPEAT_GRID,
+    paired_errors,
+    TuningConfig,
+    als_search_trials,
+    reference_margin_for,
+    selected_trial,
+    warm_validation_ndcg,
+)
 from recsys_dagster.models.validation import recovered_event_weights
 
 PAIRS = [("a", "x", 1), ("a", "y", 1), ("b", "x", 1), ("b", "y", 1), ("b", "z", 2), ("c", "z", 1), ("d", "x", 1)]
@@ -123,6 +131,7 @@ def test_best_cells_per_row_equal_the_scoring_modules_ranked_cells_ties_included
         ("recency", [[1.0, 0.25], [0.5, 0.0]]),
         ("both", [[4.0, 3.0 * 0.25], [2.0 * 0.5, 0.0]]),
         ("sequence", [[4.0, 3.0 / 2], [2.0, 0.0]]),  # u's y is one step behind x; v's x is v's latest
+        ("sequence_steep", [[4.0, 3.0 / 4], [2.0, 0.0]]),  # the step back squared
     ],
 )
 def test_own_history_scores_intensity_recency_or_both(own_ranking: str, expected: list) -> None:
@@ -177,6 +186,16 @@ def test_tuning_keeps_the_earliest_trial_within_one_standard_error(values, error
     assert selected_trial(np.array(values), np.array(errors), higher_is_better) == expected
 
 
+def test_the_reference_is_kept_unless_the_best_point_leads_beyond_the_multiple_comparison_margin() -> None:
+    # Bonferroni, one-sided at 5%: z(0.95) for one challenger, z(1 - 0.05 / 23) for 23
+    assert reference_margin_for(1) == pytest.approx(1.6449, abs=1e-4)
+    assert reference_margin_for(23) == pytest.approx(2.8518, abs=1e-4)
+    values, errors = np.array([0.30, 0.313, 0.32]), np.array([0.0, 0.004, 0.008])
+    # the best leads by 0.02 = 2.5 standard errors (0.008): enough for one challenger, not for 23
+    assert selected_trial(values, errors, True, reference_margin_for(1)) == 1  # 0.32 - 0.008 <= 0.313: within noise of the best
+    assert selected_trial(values, errors, True, reference_margin_for(23)) == 0
+
+
 def test_paired_errors_measure_the_noise_of_each_trials_differences_to_the_reference() -> None:
     # per-user differences to trial 0: [0.1, 0, 0.2], a constant 0.05 (no noise), [0.3, 0, -0.1].
     # 30 users (three repeated ten times): SE = sqrt(sum of squared deviations / 29 / 30); the squared
@@ -192,6 +211,56 @@ def test_paired_errors_measure_the_noise_of_each_trials_differences_to_the_refer
     # the same three users alone are too few to measure noise: the reference stays
     few = paired_errors([trial[:3] for trial in trials])
     assert np.isinf(few).all() and selected_trial(means, few, True) == 0
+
+
+def test_als_tuning_objective_counts_only_items_new_to_warm_users(retail_con, trained_retail) -> None:
+    fit = load_latest(retail_con, "als_model").fit_arrays("validation")
+    new_items = warm_validation_ndcg(retail_con, "als_model", fit, repurchase=True, new_items_only=True)
+    window = retail_con.execute(
+        "SELECT user_id, item_id, seen_in_train FROM ml.validation_holdout_interactions WHERE user_in_train"
+    ).df()
+    fresh = window[~window["seen_in_train"]]
+    assert len(new_items) == fresh["user_id"].nunique() >= 1
+    # the same lists, NDCG@10 by hand on the new items only: hits at their ranks over the ideal
+    recs = load_latest(retail_con, "als_model").recommend(fresh["user_id"].unique(), 10, fit="validation")
+    expected = []
+    for user, wanted in fresh.groupby("user_id", sort=False)["item_id"]:
+        ranks = recs.loc[(recs["user_id"] == user) & recs["item_id"].isin(set(wanted)), "rank"]
+        ideal = sum(1 / math.log2(r + 1) for r in range(1, min(10, wanted.nunique()) + 1))
+        expected.append(sum(1 / math.log2(r + 1) for r in ranks) / ideal)
+    assert new_items == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("window_edit", "repurchase", "metric"),
+    [
+        # every item the warm users do not own becomes a new item they touch: a list without their
+        # purchases (repurchase off) is all hits
+        ("INSERT INTO ml.validation_holdout_interactions (user_id, item_id, user_in_train, seen_in_train)"
+         " SELECT u.user_id, i.item_id, true, false"
+         " FROM (SELECT DISTINCT user_id FROM ml.validation_holdout_interactions WHERE user_in_train) u"
+         " CROSS JOIN (SELECT DISTINCT item_id FROM ml.validation_train_user_item) i"
+         " WHERE NOT EXISTS (SELECT 1 FROM ml.validation_train_user_item t"
+         "                   WHERE t.user_id = u.user_id AND t.item_id = i.item_id)"
+         " AND NOT EXISTS (SELECT 1 FROM ml.validation_holdout_interactions h"
+         "                 WHERE h.user_id = u.user_id AND h.item_id = i.item_id)",
+         False, "val_ndcg@10_new_items_warm"),
+        # only new items no model can know remain (unseen in the validation train): Taobao's case
+        ("DELETE FROM ml.validation_holdout_interactions WHERE NOT seen_in_train"
+         " AND item_id IN (SELECT item_id FROM ml.validation_train_user_item)",
+         True, "val_ndcg@10_warm"),
+    ],
+)
+def test_als_is_judged_on_new_items_unless_no_point_can_find_one(
+    trained_retail, tmp_path: Path, window_edit: str, repurchase: bool, metric: str
+) -> None:
+    database = tmp_path / "warehouse.duckdb"
+    database.write_bytes(Path(trained_retail["database"]).read_bytes())
+    with duckdb.connect(str(database)) as con:
+        con.execute(window_edit)
+        trials = als_search_trials(con, "run", TuningConfig(als_trials=2), repurchase)
+    assert (trials["metric"] == metric).all() and len(trials) == 2
+    assert (trials["value"] > 0).any() and trials.loc[trials["value"].idxmax(), "selected"]
 
 
 def test_tuning_selects_on_validation_and_sets_the_next_runs_defaults(
@@ -212,6 +281,7 @@ def test_tuning_selects_on_validation_and_sets_the_next_runs_defaults(
     assert trials.groupby("model")["selected"].sum().eq(1).all()
     als_trials = trials[trials["model"] == "als_model"]
     best = als_trials.loc[als_trials["value"].idxmax()]
+    # one warm validation user whose new item no ALS point finds: judged on every item (see above)
     assert best["selected"] and best["metric"] == "val_ndcg@10_warm"
     svd_trials = trials[trials["model"] == "svd_model"]
     assert svd_trials.loc[svd_trials["value"].idxmin(), "selected"]
