@@ -84,8 +84,8 @@ def suite_outcomes(
     )
     try:
         context = ephemeral_context()
-        batch = duckdb_table_batch(context, con, GX_CHECKED_ROWS)
-        return run_suite(context, batch, bounds, count_rows(con, relation))
+        with duckdb_table_batch(context, con, GX_CHECKED_ROWS) as batch:
+            return run_suite(context, batch, bounds, count_rows(con, relation))
     finally:
         con.execute(f"DROP VIEW {GX_CHECKED_ROWS}")
 

@@ -21,7 +21,8 @@ suite inside DuckDB costs a few scans instead of exporting every validated row t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import duckdb
@@ -30,6 +31,27 @@ from great_expectations.core.batch_definition import BatchDefinition
 
 #: SQLAlchemy URL that selects the ``duckdb-engine`` dialect; the connections come from ``creator``.
 DUCKDB_DIALECT_URL = "duckdb:///:memory:"
+
+
+class Loan:
+    """An open DuckDB connection lent to GX for the duration of one check, and no longer.
+
+    GX keeps its latest context (with the datasource, engine and connection objects it made) alive
+    for the rest of the process; they reach the connection only through the loan, which ``end``
+    empties, so the asset's connection is not kept alive (nor reported as leaked at exit).
+    """
+
+    def __init__(self, database: duckdb.DuckDBPyConnection) -> None:
+        self._database: duckdb.DuckDBPyConnection | None = database
+
+    @property
+    def database(self) -> duckdb.DuckDBPyConnection:
+        if self._database is None:
+            raise RuntimeError("the DuckDB connection lent to Great Expectations was already returned")
+        return self._database
+
+    def end(self) -> None:
+        self._database = None
 
 
 class EagerCursor:
@@ -44,14 +66,14 @@ class EagerCursor:
         self._rows: list[tuple] = []
 
     def execute(self, statement: str, parameters: Sequence[Any] | None = None) -> None:
-        database = self.connection.database
+        database = self.connection.loan.database
         database.execute(statement, parameters) if parameters else database.execute(statement)
-        self.description = database.description
+        self.description = plain_description(database.description)
         self._rows = database.fetchall() if self.description else []
         self.rowcount = len(self._rows)
 
     def executemany(self, statement: str, parameters: Sequence[Sequence[Any]]) -> None:
-        self.connection.database.executemany(statement, list(parameters))
+        self.connection.loan.database.executemany(statement, list(parameters))
         self.description, self._rows, self.rowcount = None, [], -1
 
     def fetchone(self) -> tuple | None:
@@ -70,15 +92,26 @@ class EagerCursor:
         self._rows = []
 
 
+def plain_description(description: Sequence[tuple] | None) -> list[tuple] | None:
+    """The DB-API column description with DuckDB's type objects as their names.
+
+    SQLAlchemy caches descriptions with compiled statements; native DuckDB type objects kept there
+    outlive the connection and are reported as leaked by the extension at interpreter exit.
+    """
+    if description is None:
+        return None
+    return [(name, str(type_code), *rest) for name, type_code, *rest in description]
+
+
 class EagerConnection:
-    """DB-API connection lending an open DuckDB connection to SQLAlchemy for reads only.
+    """DB-API connection over a lent DuckDB connection, for SQLAlchemy's reads only.
 
     ``begin``/``commit``/``rollback``/``close`` do nothing: the lender owns the connection and its
     transactions. ``notices`` is read by the PostgreSQL base of the ``duckdb-engine`` dialect.
     """
 
-    def __init__(self, database: duckdb.DuckDBPyConnection) -> None:
-        self.database = database
+    def __init__(self, loan: Loan) -> None:
+        self.loan = loan
         self.notices: list[str] = []
 
     def cursor(self) -> EagerCursor:
@@ -97,18 +130,23 @@ class EagerConnection:
         pass
 
 
-def duckdb_table_batch(context: Any, con: duckdb.DuckDBPyConnection, relation: str) -> BatchDefinition:
-    """A GX batch of the whole ``relation`` (a table or temp table visible to ``con``), read in place.
+@contextmanager
+def duckdb_table_batch(context: Any, con: duckdb.DuckDBPyConnection, relation: str) -> Iterator[BatchDefinition]:
+    """A GX batch of the whole ``relation`` (a table or temp view visible to ``con``), read in place.
 
-    ``create_temp_table=False``: GX must not write into the warehouse.
+    ``create_temp_table=False``: GX must not write into the warehouse. On exit the loan ends.
     """
+    loan = Loan(con)
     datasource = context.data_sources.add_sql(
         "warehouse",
         connection_string=DUCKDB_DIALECT_URL,
         create_temp_table=False,
-        kwargs={"creator": lambda: EagerConnection(con)},
+        kwargs={"creator": lambda: EagerConnection(loan)},
     )
-    return datasource.add_table_asset(relation, table_name=relation).add_batch_definition_whole_table("whole_table")
+    try:
+        yield datasource.add_table_asset(relation, table_name=relation).add_batch_definition_whole_table("whole")
+    finally:
+        loan.end()
 
 
 def ephemeral_context() -> Any:
