@@ -10,13 +10,8 @@ whole table after a full rebuild; the new rows and every row sharing their event
 the rows validated earlier were proven by the run that validated them and are not changed since).
 """
 
-import math
-import tempfile
-from pathlib import Path
-
 import duckdb
 import pandas as pd
-import pyarrow.parquet as pq
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -34,30 +29,21 @@ from pydantic import Field
 
 from recsys_dagster.metadata import count_rows, frame_preview, table_metadata, timed
 from recsys_dagster.resources import WAREHOUSE_POOL, WarehouseResource
+from recsys_dagster.validate.gx_duckdb import duckdb_table_batch, ephemeral_context
 from recsys_dagster.validate.routing import QUARANTINED, VALIDATED, RoutingRun, route_raw_rows
 from recsys_dagster.validate.suite import (
-    DUPLICATE_KEY,
     DUPLICATE_REASON,
+    EVENT_KEY_COLUMN,
+    EVENT_KEY_SQL,
     RULES,
     Bounds,
     ExpectationOutcome,
-    merged_outcomes,
     run_suite,
 )
 
 ROW_ACCOUNTING_CHECK = "row_accounting"
-
-#: Most validated rows handed to GX at once. GX checks pandas frames, so a large table is checked in
-#: partitions to keep memory bounded; rows are partitioned by a hash of the duplicate key, so identical
-#: events always meet in one partition and uniqueness stays exact. Measured on 10M events with a 1GB
-#: DuckDB memory_limit, peak RSS of the GX phase: 1.97 GiB with 1M-row partitions of Python strings
-#: (the earlier reading), 2.97 / 2.35 / 1.83 GiB with 1M / 500k / 250k-row partitions of categoricals; at 2.76M the
-#: smaller partitions cost no measurable time (GX's per-row work dominates its per-partition set-up).
-GX_PARTITION_ROWS = 250_000
-#: Typed (non-text) columns of the duplicate key; the others are read as categoricals.
-NON_TEXT_KEY_COLUMNS = ("event_time", "rating")
-#: Name of the partition-number column of the Parquet export (a Hive partition directory per value).
-GX_PARTITION_COLUMN = "gx_partition"
+#: Temporary view GX reads: the checked rows plus their event key (``suite.EVENT_KEY_SQL``).
+GX_CHECKED_ROWS = "gx_checked_rows"
 
 
 class ValidationConfig(Config):
@@ -90,54 +76,18 @@ def suite_outcomes(
     con: duckdb.DuckDBPyConnection, bounds: Bounds, relation: str = VALIDATED
 ) -> list[ExpectationOutcome]:
     """The GX suite's verdicts on ``relation`` (the validated table, or the rows an incremental run
-    added with every row sharing their event key), checked partition by partition.
-
-    The partitions are written in ONE scan of the table (a partitioned Parquet export into DuckDB's
-    temp directory) and then read back one at a time, so the cost is one pass plus GX per partition
-    instead of one table scan per partition (which made a 60M-row table take ~45 s per partition).
-    """
-    n_rows = count_rows(con, relation)
-    n_partitions = max(1, math.ceil(n_rows / GX_PARTITION_ROWS))
-    with tempfile.TemporaryDirectory(prefix="gx-partitions-", dir=_spill_directory(con)) as export_dir:
-        _export_partitions(con, relation, Path(export_dir), n_partitions)
-        partition_dirs = sorted(Path(export_dir).glob(f"{GX_PARTITION_COLUMN}=*"))
-        if not partition_dirs:  # an empty table writes no partition; GX still reports on it
-            return run_suite(con.sql(f"SELECT {', '.join(DUPLICATE_KEY)} FROM {relation}").df(), bounds)
-        return merged_outcomes([run_suite(read_partition(path), bounds) for path in partition_dirs])
-
-
-def _spill_directory(con: duckdb.DuckDBPyConnection) -> Path:
-    """DuckDB's configured temp directory: the place already sized and allowed for spilled data."""
-    [(configured,)] = con.execute("SELECT current_setting('temp_directory')").fetchall()
-    directory = Path(configured or tempfile.gettempdir())
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory
-
-
-def _export_partitions(con: duckdb.DuckDBPyConnection, relation: str, export_dir: Path, n_partitions: int) -> None:
-    """Write the duplicate-key columns of ``relation`` as hash partitions, in one pass.
-
-    ``event_time`` is written in nanoseconds: GX compares pandas ``datetime64[ns]`` with its bounds
-    vectorised, but a microsecond column per element (~10x slower). Validated times lie within the
-    configured bounds, far inside the nanosecond range (1677-2262).
-    """
-    key = ", ".join(DUPLICATE_KEY)
-    columns = ", ".join("event_time::TIMESTAMP_NS AS event_time" if c == "event_time" else c for c in DUPLICATE_KEY)
-    partitioned = con.sql(
-        f"SELECT {columns}, hash({key}) % {int(n_partitions)} AS {GX_PARTITION_COLUMN} FROM {relation}"
+    added with every row sharing their event key), computed by GX's SQL engine inside DuckDB on
+    ``con`` (a few aggregate queries over the table; see ``gx_duckdb``), through a view that adds
+    the event key the uniqueness expectation checks."""
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {GX_CHECKED_ROWS} AS SELECT *, {EVENT_KEY_SQL} AS {EVENT_KEY_COLUMN} FROM {relation}"
     )
-    partitioned.write_parquet(str(export_dir), partition_by=[GX_PARTITION_COLUMN], overwrite=True)
-
-
-def read_partition(partition_dir: Path) -> pd.DataFrame:
-    """One exported partition as the pandas frame GX checks (its files concatenated).
-
-    Text columns come as pandas categoricals: GX's uniqueness, set and null checks then work on
-    integer codes instead of Python strings, which halves GX's time (and memory) per row.
-    """
-    text_columns = [column for column in DUPLICATE_KEY if column not in NON_TEXT_KEY_COLUMNS]
-    table = pq.read_table(partition_dir, read_dictionary=text_columns)
-    return table.to_pandas()
+    try:
+        context = ephemeral_context()
+        with duckdb_table_batch(context, con, GX_CHECKED_ROWS) as batch:
+            return run_suite(context, batch, bounds, count_rows(con, relation))
+    finally:
+        con.execute(f"DROP VIEW {GX_CHECKED_ROWS}")
 
 
 def routing_metadata(routing: RoutingRun, gx_rows: int) -> dict[str, MetadataValue]:

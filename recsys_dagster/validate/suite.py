@@ -13,10 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import great_expectations as gx
 import great_expectations.expectations as gxe
-import pandas as pd
+from great_expectations.core.batch_definition import BatchDefinition
 from great_expectations.expectations.row_conditions import Column
 
 from recsys_dagster.ingest.formats import trimmed_sql
@@ -143,6 +144,12 @@ RULES: tuple[Rule, ...] = (
 #: Rows identical on these typed columns are one event seen twice; the first (by file, row) is kept.
 DUPLICATE_KEY: tuple[str, ...] = ("user_id", "item_id", "event_type", "event_time", "rating", "transaction_id")
 DUPLICATE_REASON = "duplicate_event"
+#: The column GX checks for uniqueness: the ``DUPLICATE_KEY`` values of a row as one DuckDB struct
+#: (``EVENT_KEY_SQL``). GX's SQL compound-uniqueness metric joins rows on ``a = b`` per column, so a
+#: row with a NULL in any key column (every view has rating and transaction_id NULL) would never be
+#: compared; DuckDB compares NULL fields inside a struct as equal, as the routing's duplicate rule does.
+EVENT_KEY_COLUMN = "event_key"
+EVENT_KEY_SQL = f"struct_pack({', '.join(DUPLICATE_KEY)})"
 
 REASONS: tuple[str, ...] = tuple(rule.reason for rule in RULES) + (DUPLICATE_REASON,)
 #: Reasons whose rule reads ``$max_time`` ("now" + allowance): a row quarantined for one of them
@@ -171,9 +178,7 @@ def build_suite(bounds: Bounds) -> gx.ExpectationSuite:
             expectation = rule.expectation(bounds)
             expectation.meta = {"reason": rule.reason, "description": rule.description}
             suite.add_expectation(expectation)
-    duplicates = gxe.ExpectCompoundColumnsToBeUnique(
-        column_list=list(DUPLICATE_KEY), ignore_row_if="never"
-    )
+    duplicates = gxe.ExpectColumnValuesToBeUnique(column=EVENT_KEY_COLUMN)
     duplicates.meta = {"reason": DUPLICATE_REASON, "description": "the same event appears twice"}
     suite.add_expectation(duplicates)
     return suite
@@ -190,43 +195,23 @@ class ExpectationOutcome:
     element_count: int
 
 
-def merged_outcomes(partitions: list[list[ExpectationOutcome]]) -> list[ExpectationOutcome]:
-    """One verdict per expectation over a table checked in partitions (``run_suite`` per partition).
-
-    Exact for the row-wise expectations and for uniqueness as long as identical keys share a partition.
-    """
-    return [
-        ExpectationOutcome(
-            reason=verdicts[0].reason,
-            expectation_type=verdicts[0].expectation_type,
-            success=all(v.success for v in verdicts),
-            unexpected_count=sum(v.unexpected_count for v in verdicts),
-            element_count=sum(v.element_count for v in verdicts),
-        )
-        for verdicts in zip(*partitions, strict=True)
-    ]
-
-
-def run_suite(frame: pd.DataFrame, bounds: Bounds) -> list[ExpectationOutcome]:
-    """Validate ``frame`` against the suite with an ephemeral GX context (no files written)."""
-    context = gx.get_context(mode="ephemeral")
-    batch = (
-        context.data_sources.add_pandas("warehouse")
-        .add_dataframe_asset("validated_interactions")
-        .add_batch_definition_whole_dataframe("whole_table")
-    )
+def run_suite(
+    context: Any, batch: BatchDefinition, bounds: Bounds, n_rows: int, batch_parameters: dict | None = None
+) -> list[ExpectationOutcome]:
+    """Validate ``batch`` (of ``n_rows`` rows) against the suite within ``context``, one verdict per
+    expectation (``n_rows`` is the element count when GX reports none)."""
     suite = context.suites.add(build_suite(bounds))
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name="validated_interactions", data=batch, suite=suite)
     )
-    result = definition.run(batch_parameters={"dataframe": frame}, result_format="SUMMARY")
+    result = definition.run(batch_parameters=batch_parameters, result_format="SUMMARY")
     return [
         ExpectationOutcome(
             reason=outcome.expectation_config.meta["reason"],
             expectation_type=outcome.expectation_config.type,
             success=bool(outcome.success),
             unexpected_count=int(_or_default(outcome.result.get("unexpected_count"), 0)),
-            element_count=int(_or_default(outcome.result.get("element_count"), len(frame))),
+            element_count=int(_or_default(outcome.result.get("element_count"), n_rows)),
         )
         for outcome in result.results
     ]

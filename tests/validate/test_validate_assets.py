@@ -9,7 +9,6 @@ import pytest
 from dagster import materialize
 from recsys_dagster.resources import WarehouseResource
 
-from recsys_dagster.validate import assets as validate_assets
 from recsys_dagster.validate.assets import (
     QUARANTINED,
     VALIDATED,
@@ -17,7 +16,8 @@ from recsys_dagster.validate.assets import (
     suite_outcomes,
     validate_interactions,
 )
-from recsys_dagster.validate.suite import Bounds
+from recsys_dagster.validate.gx_duckdb import ephemeral_context
+from recsys_dagster.validate.suite import EVENT_KEY_COLUMN, EVENT_KEY_SQL, Bounds, ExpectationOutcome, run_suite
 
 RAW_DDL = """
 CREATE TABLE raw_events (
@@ -112,11 +112,24 @@ def test_a_failed_rebuild_keeps_the_previous_tables(warehouse: Path) -> None:
         assert con.execute(f"SELECT count(*) FROM {QUARANTINED}").fetchone() == (len(CASES) - 5,)
 
 
-def test_gx_partitions_find_every_planted_violation(warehouse: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """GX over hash partitions (here of 2 rows) counts exactly what GX over the whole table counts.
+def pandas_engine_outcomes(con: duckdb.DuckDBPyConnection, bounds: Bounds) -> list[ExpectationOutcome]:
+    """The reference: the same suite run by GX's pandas engine on the validated rows as a frame
+    (the event key as JSON text: a pandas column of dicts cannot be hashed)."""
+    frame = con.execute(f"SELECT *, to_json({EVENT_KEY_SQL}) AS {EVENT_KEY_COLUMN} FROM {VALIDATED}").df()
+    context = ephemeral_context()
+    batch = (
+        context.data_sources.add_pandas("frames")
+        .add_dataframe_asset(VALIDATED)
+        .add_batch_definition_whole_dataframe("whole_frame")
+    )
+    return run_suite(context, batch, bounds, len(frame), batch_parameters={"dataframe": frame})
+
+
+def test_gx_in_duckdb_finds_every_planted_violation(warehouse: Path) -> None:
+    """GX's SQL engine inside DuckDB counts exactly what its pandas engine counts on the same rows.
 
     Violations are planted in validated_interactions after routing (the routing never lets them
-    through), among them a duplicate: identical keys must meet in one partition to be seen.
+    through), among them a duplicate of a validated event.
     """
     bounds = Bounds.from_config("1995-01-01", 24)
     with duckdb.connect(str(warehouse)) as con:
@@ -136,9 +149,9 @@ def test_gx_partitions_find_every_planted_violation(warehouse: Path, monkeypatch
             """
         )
         whole = {o.reason: (o.success, o.unexpected_count, o.element_count) for o in suite_outcomes(con, bounds)}
-        monkeypatch.setattr(validate_assets, "GX_PARTITION_ROWS", 2)
-        partitioned = {o.reason: (o.success, o.unexpected_count, o.element_count) for o in suite_outcomes(con, bounds)}
-    assert partitioned == whole
+        reference = {o.reason: (o.success, o.unexpected_count, o.element_count)
+                     for o in pandas_engine_outcomes(con, bounds)}
+    assert whole == reference
     failed = {reason for reason, (success, _, _) in whole.items() if not success}
     assert failed == {
         "missing_user_id", "event_time_out_of_range", "rating_out_of_range", "rating_on_non_rating_event",
