@@ -7,7 +7,7 @@ from scipy.sparse import csr_matrix
 
 from recsys_dagster.models.als import AlsConfig, carried_factors, fit_als
 from recsys_dagster.models.registry import load_latest
-from recsys_dagster.models.scoring import NormHead, factor_top_n, pruned_factor_bottom, pruned_factor_top_n
+from recsys_dagster.models.scoring import NormHead, factor_top_n, pruned_factor_extremes, pruned_factor_top_n
 from recsys_dagster.models.svd import SvdConfig, fit_svd, training_ratings
 
 
@@ -15,7 +15,7 @@ def cells(found: tuple[np.ndarray, np.ndarray, np.ndarray]) -> set[tuple[int, in
     return set(zip(found[0].tolist(), found[1].tolist(), strict=True))
 
 
-def test_norm_pruned_top_and_bottom_equal_the_full_search(retail_con: duckdb.DuckDBPyConnection) -> None:
+def test_norm_pruned_top_and_extremes_equal_the_full_search(retail_con: duckdb.DuckDBPyConnection) -> None:
     fit = load_latest(retail_con, "als_model").fit_arrays("holdout")
     users, items = fit.dense["user_factors"], fit.dense["item_factors"]
     rng = np.random.default_rng(0)
@@ -32,9 +32,9 @@ def test_norm_pruned_top_and_bottom_equal_the_full_search(retail_con: duckdb.Duc
         full = factor_top_n(users[rows], items, 20, exclude, banned)
         assert cells(pruned) == cells(full)
         assert np.array_equal(pruned[0], np.sort(pruned[0]))  # rows grouped in order, as factor_top_n
-        low = pruned_factor_bottom(users[rows], items, head)
-        assert np.array_equal(low[0], np.arange(len(rows)))
-        assert np.array_equal(low[1], np.argmin(users[rows] @ items.T, axis=1))
+        lowest, highest = pruned_factor_extremes(users[rows], items, head)
+        assert np.array_equal(lowest, np.argmin(users[rows] @ items.T, axis=1))
+        assert np.array_equal(highest, np.argmax(users[rows] @ items.T, axis=1))
 
 
 def test_carried_factors_keep_known_rows_and_start_new_ones_small() -> None:
