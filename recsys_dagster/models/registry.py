@@ -315,6 +315,10 @@ class LoadedModel:
             self._fits[fit] = load_fit(self.artifact_dir / fit)
         return self._fits[fit]
 
+    def unload(self) -> None:
+        """Forget the fits read so far (read again on next use): lets a caller free them early."""
+        self._fits.clear()
+
     def recommend(self, user_ids: Sequence[str], n: int, fit: Fit, **options: object) -> pd.DataFrame:
         """Top-``n`` items per user: DataFrame[user_id, rank, item_id, score], ranks 1..k (k <= n).
 
