@@ -62,11 +62,11 @@ SERVING_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
     ),
 }
 
-#: DuckDB memory of the publish step's connections (the warehouse one while it assembles every
-#: user's list, and the one writing and checking a new serving file): they run while the step's
-#: Python side holds the fits and the tables (~1.5-3 GiB at RetailRocket size), so they get less
-#: than a warehouse connection's default and spill beyond it. Measured on the 28M-row assembly at
-#: 2.76M events: 4GB -> DuckDB took 3.3 GiB; 1500MB -> 1.7 GiB, and it was not slower.
+#: DuckDB memory of the publish step's connections (the warehouse one, which assembles every
+#: user's list and streams it into the attached new serving file, and the one checking that file):
+#: they run while the step's Python side holds the fits and the tables (~1.5-3 GiB at RetailRocket
+#: size), so they get less than a warehouse connection's default and spill beyond it. Measured on
+#: the 28M-row assembly at 2.76M events: 4GB -> DuckDB took 3.3 GiB; 1500MB -> 1.7 GiB, not slower.
 PUBLISH_MEMORY_LIMIT = "1500MB"
 
 #: Tables exported as Parquet beside the serving file (file name = table name).
