@@ -6,7 +6,15 @@ import pandas as pd
 from scipy.sparse import csr_matrix
 
 from recsys_dagster.models.als import AlsConfig, carried_factors, fit_als
+from recsys_dagster.models.artifacts import FitArrays
 from recsys_dagster.models.registry import load_latest
+from recsys_dagster.models.repeat import (
+    RepeatAwareConfig,
+    item_similarity,
+    related_evidence,
+    score_repeat_aware,
+    with_own_history,
+)
 from recsys_dagster.models.scoring import NormHead, factor_top_n, pruned_factor_extremes, pruned_factor_top_n
 from recsys_dagster.models.svd import SvdConfig, fit_svd, training_ratings
 
@@ -35,6 +43,27 @@ def test_norm_pruned_top_and_extremes_equal_the_full_search(retail_con: duckdb.D
         lowest, highest = pruned_factor_extremes(users[rows], items, head)
         assert np.array_equal(lowest, np.argmin(users[rows] @ items.T, axis=1))
         assert np.array_equal(highest, np.argmax(users[rows] @ items.T, axis=1))
+
+
+def test_repeat_aware_leaves_out_co_occurrence_only_where_it_cannot_move_a_score(
+    retail_con: duckdb.DuckDBPyConnection,
+) -> None:
+    """With related_weight 0 the fit keeps no co-occurrence (history = own items: fewer candidates to
+    score), and the scores equal those of a fit that kept it."""
+    table = "fct_train_user_item"
+    fit = with_own_history(
+        retail_con, table, load_latest(retail_con, "als_model").fit_arrays("holdout"), RepeatAwareConfig(), None
+    )
+    own, similarity = fit.sparse["own"], item_similarity(retail_con, table, fit)
+    assert fit.sparse["related"].nnz == 0
+    assert (fit.sparse["history"] != own.astype(bool)).nnz == 0
+    with_related = FitArrays(
+        user_ids=fit.user_ids, item_ids=fit.item_ids, dense=fit.dense,
+        sparse={**fit.sparse, "related": related_evidence(own, similarity)},
+    )
+    assert with_related.sparse["related"].nnz > 0
+    rows = np.arange(0, len(fit.user_ids), 7)
+    np.testing.assert_array_equal(score_repeat_aware(fit, rows), score_repeat_aware(with_related, rows))
 
 
 def test_carried_factors_keep_known_rows_and_start_new_ones_small() -> None:
