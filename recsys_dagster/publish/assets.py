@@ -199,7 +199,9 @@ def user_recommendation_rows(recs: pa.Table, champion: LoadedModel, generated_at
     )
 
 
-def user_recommendations_query(sql: str, params: dict[str, object], champion: LoadedModel, generated_at: datetime) -> Query:
+def user_recommendations_query(
+    sql: str, params: dict[str, object], champion: LoadedModel, generated_at: datetime
+) -> Query:
     """The published lists (``published_recommendations_query``) in the contract's columns of
     recs.user_recommendations, as a ``Query`` the serving file is filled from (the full publish;
     the incremental one writes its few rows with ``user_recommendation_rows``)."""
@@ -294,7 +296,8 @@ def publish_recommendations(
             depth = max(config.popular_items, ranking_depth(2 * RECOMMENDATIONS_PER_USER, owned))
             ranking = popular_ranking(popularity, depth, fit="serving", banned_items=banned)
             popular = ranking.head(config.popular_items)
-            champion_rows = model_rows(champion, warm_users, owned, banned, candidate_items(con, config.candidate_share))
+            candidates = candidate_items(con, config.candidate_share)
+            champion_rows = model_rows(champion, warm_users, owned, banned, candidates)
             champion.unload()  # its fits (~1 GiB at RetailRocket size) are not needed to write the file
             learnt = neighbours.similar_items(None, config.similar_items_per_item, fit="serving", banned_items=banned)
             cold = category_neighbours(
@@ -319,7 +322,9 @@ def publish_recommendations(
                         description=str(error),
                         metadata={"reason": MetadataValue.text(str(error))},
                     )
-                    raise Failure(description=f"{error}; previous tables kept", metadata={"reason": str(error)}) from error
+                    raise Failure(
+                        description=f"{error}; previous tables kept", metadata={"reason": str(error)}
+                    ) from error
         exported = export_parquet(paths.serving_file(), paths.published_path())
         users, backfilled, preview = published_summary(paths.serving_file())
         with warehouse.get_connection() as con:

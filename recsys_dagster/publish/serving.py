@@ -122,7 +122,8 @@ def _column_names(con: duckdb.DuckDBPyConnection, frame: Frame) -> list[str]:
 
 
 def _create_table(con: duckdb.DuckDBPyConnection, target: str, frame: Frame) -> None:
-    """Create ``target`` (``<catalog>.<contract table>``) with the contract's column types and fill it from ``frame``."""
+    """Create ``target`` (``<catalog>.<contract table>``) with the contract's column types and fill
+    it from ``frame``."""
     table = target.split(".", 1)[1]
     columns = SERVING_TABLES[table]
     missing = [name for name, _ in columns if name not in _column_names(con, frame)]
@@ -191,7 +192,9 @@ STAGING_CATALOG = "staging_serving"
 
 
 @contextmanager
-def _attached(staging: Path, serving_path: Path, source: duckdb.DuckDBPyConnection | None) -> Iterator[duckdb.DuckDBPyConnection]:
+def _attached(
+    staging: Path, serving_path: Path, source: duckdb.DuckDBPyConnection | None
+) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection with the new file attached as ``STAGING_CATALOG``: ``source`` (so ``Query``
     tables read its tables and registered views), else an in-memory one of its own."""
     with ExitStack() as stack:
