@@ -9,7 +9,8 @@ a window's users and that window's train table, so a cold user there is judged o
 be served.
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import duckdb
 import pandas as pd
@@ -111,6 +112,35 @@ SELECT user_id, CAST(list_rank AS INTEGER) AS rank, item_id, score, tier FROM sh
 """
 
 
+@contextmanager
+def published_recommendations_query(
+    con: duckdb.DuckDBPyConnection,
+    model_recs: object,
+    popular: pd.DataFrame,
+    owned: pd.DataFrame,
+    n: int,
+    recent_days: int,
+    interactions: str = "fct_user_item_interactions",
+    users: pd.Series | None = None,
+) -> Iterator[tuple[str, dict[str, int]]]:
+    """``PUBLISHED_RECOMMENDATIONS_SQL`` and its parameters, runnable on ``con`` inside the block (its
+    inputs are registered there): publishing streams the rows into the serving file with it, never
+    holding them in Python. Arguments as ``published_recommendations``."""
+    views = {"model_recs": model_recs, "popular": popular[["rank", "item_id"]], "owned": owned[["user_id", "item_id"]]}
+    if users is not None:
+        views["listed_users"] = pd.DataFrame({"user_id": pd.unique(users.astype(str))})
+    sql = PUBLISHED_RECOMMENDATIONS_SQL.format(
+        users="listed_users" if users is not None else "dim_users", interactions=checked_table(interactions)
+    )
+    for name, table in views.items():
+        con.register(name, table)
+    try:
+        yield sql, {"n": n, "recent_days": recent_days}
+    finally:
+        for name in views:
+            con.unregister(name)
+
+
 def published_recommendations(
     con: duckdb.DuckDBPyConnection,
     model_recs: object,
@@ -127,16 +157,7 @@ def published_recommendations(
 
     ``users`` None = every ``dim_users`` user (publishing); evaluation passes a window's users and
     its train table as ``interactions`` (what they had browsed by then)."""
-    views = {"model_recs": model_recs, "popular": popular[["rank", "item_id"]], "owned": owned[["user_id", "item_id"]]}
-    if users is not None:
-        views["listed_users"] = pd.DataFrame({"user_id": pd.unique(users.astype(str))})
-    sql = PUBLISHED_RECOMMENDATIONS_SQL.format(
-        users="listed_users" if users is not None else "dim_users", interactions=checked_table(interactions)
-    )
-    for name, table in views.items():
-        con.register(name, table)
-    try:
-        return con.sql(sql, params={"n": n, "recent_days": recent_days}).to_arrow_table()
-    finally:
-        for name in views:
-            con.unregister(name)
+    with published_recommendations_query(con, model_recs, popular, owned, n, recent_days, interactions, users) as (
+        sql, params
+    ):
+        return con.sql(sql, params=params).to_arrow_table()

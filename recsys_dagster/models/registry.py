@@ -31,7 +31,7 @@ from recsys_dagster.models.scoring import (
     NormHead,
     batch_size,
     mask_cells,
-    pruned_factor_bottom,
+    pruned_factor_extremes,
     pruned_factor_top_n,
     ranked_cells,
     ranks_within_rows,
@@ -315,6 +315,10 @@ class LoadedModel:
             self._fits[fit] = load_fit(self.artifact_dir / fit)
         return self._fits[fit]
 
+    def unload(self) -> None:
+        """Forget the fits read so far (read again on next use): lets a caller free them early."""
+        self._fits.clear()
+
     def recommend(self, user_ids: Sequence[str], n: int, fit: Fit, **options: object) -> pd.DataFrame:
         """Top-``n`` items per user: DataFrame[user_id, rank, item_id, score], ranks 1..k (k <= n).
 
@@ -566,17 +570,35 @@ class FactorSearch:
             NormHead.of(searched),
         )
 
-    def top(self, user_rows: np.ndarray, batch: slice, depth: int) -> TopItems:
+    def top(self, user_rows: np.ndarray, batch: slice | np.ndarray, depth: int) -> TopItems:
         """The best ``depth`` allowed items of ``user_rows`` (rows ``batch`` of the request), in fit columns."""
         rows, cols, best = pruned_factor_top_n(
             self.user_vectors[user_rows], self.item_vectors, self.head, depth, self.excluded[batch], self.banned
         )
         return rows, self.columns[cols], best
 
-    def bottom(self, user_rows: np.ndarray) -> TopItems:
-        """Each user's lowest-scoring searched item (exclusions ignored: it fixes a min-max scale)."""
-        rows, cols, best = pruned_factor_bottom(self.user_vectors[user_rows], self.item_vectors, self.head)
-        return rows, self.columns[cols], best
+    def extremes(self, user_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each user's lowest- and highest-scoring searched item in fit columns, exclusions and bans
+        ignored: together they fix the min-max scale of the user's full row."""
+        lowest, highest = pruned_factor_extremes(self.user_vectors[user_rows], self.item_vectors, self.head)
+        return self.columns[lowest], self.columns[highest]
+
+    def top_per_depth(
+        self, user_rows: np.ndarray, positions: np.ndarray, depths: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(row, fit column) of each user's best ``depths[row]`` allowed items; ``user_rows`` sit at
+        ``positions`` of the request, rows index them.
+
+        Users are searched in groups of similar depth (the next power of two): a top-k heap and its
+        pruning bound cost grow with k, so one heavy user must not set the depth of a whole batch."""
+        groups = np.ceil(np.log2(np.maximum(depths, 1))).astype(np.int64)
+        parts = []
+        for group in np.unique(groups):
+            members = np.flatnonzero(groups == group)
+            rows, cols, _ = self.top(user_rows[members], positions[members], int(depths[members].max()))
+            needed = ranks_within_rows(rows) <= depths[members][rows]
+            parts.append((members[rows[needed]], cols[needed]))
+        return np.concatenate([rows for rows, _ in parts]), np.concatenate([cols for _, cols in parts])
 
 
 def users_by_items(arrays: FitArrays, user_rows: np.ndarray, item_columns: np.ndarray) -> FitArrays:
@@ -604,19 +626,21 @@ def own_aware_top_items(
     n: int,
 ) -> TopItems:
     """A dot-product model with ``own`` items (``FactorRanking.own``): candidates from implicit's
-    top-k, then the model's own ``score`` on the candidate columns of small groups of users."""
+    top-k (each user's top n + own items, see ``FactorRanking``) plus the row's lowest and highest
+    dot product over every item, banned or excluded ones too (they set the full row's min-max
+    scale), then the model's own ``score`` on the candidate columns of small groups of users."""
     parts = []
     for start in range(0, len(user_rows), FACTOR_BATCH_USERS):
         rows_slice = slice(start, start + FACTOR_BATCH_USERS)
         batch = user_rows[rows_slice]
         batch_own, batch_excluded = own[batch], excluded[rows_slice]
-        own_counts = batch_own.getnnz(axis=1)
-        top_rows, top_cols, _ = search.top(batch, rows_slice, n + int(own_counts.max(initial=0)))
-        needed = ranks_within_rows(top_rows) <= n + own_counts[top_rows]  # each user's own depth
-        low_rows, low_cols, _ = search.bottom(batch)
+        positions = np.arange(start, start + len(batch))
+        top_rows, top_cols = search.top_per_depth(batch, positions, n + batch_own.getnnz(axis=1))
+        lowest, highest = search.extremes(batch)
+        everyone = np.arange(len(batch))
         candidates = csr_matrix(
-            (np.ones(int(needed.sum()) + len(low_rows), dtype=bool),
-             (np.r_[top_rows[needed], low_rows], np.r_[top_cols[needed], low_cols])),
+            (np.ones(len(top_rows) + 2 * len(batch), dtype=bool),
+             (np.r_[top_rows, everyone, everyone], np.r_[top_cols, lowest, highest])),
             shape=(len(batch), arrays.n_items),
         ) + batch_own.astype(bool) + batch_excluded
         with threadpool_limits(limits=1, user_api="blas"):  # small products: BLAS threads only cost here

@@ -213,26 +213,32 @@ def pruned_factor_top_n(
     return regrouped(parts)
 
 
-def pruned_factor_bottom(
+def best_outside_head(found: np.ndarray, unsettled: np.ndarray, vectors: np.ndarray, item_vectors: np.ndarray) -> None:
+    """``found[unsettled]`` = the top item of ``vectors[unsettled]`` over every item (full search), in place."""
+    if len(unsettled):
+        rows, cols, _ = factor_top_n(vectors[unsettled], item_vectors, 1, None, np.array([], dtype=np.int64))
+        found[unsettled[rows]] = cols
+
+
+def pruned_factor_extremes(
     user_vectors: np.ndarray, item_vectors: np.ndarray, head: NormHead
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each user's lowest-scoring item (row, column, score), exactly, from the ``head`` items for
-    most users: an item outside the head scores at least ``-|user| * head.bound``."""
-    if len(user_vectors) == 0 or head.bound == 0.0:
-        return factor_top_n(-user_vectors, item_vectors, 1, None, np.array([], dtype=np.int64))
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's lowest- and highest-scoring item column over every item (no exclusions, no bans:
+    the two fix a full-row min-max scale), exactly, from one product with the ``head`` items for
+    most users: an item outside the head scores within ``+-|user| * head.bound``."""
+    lowest = np.zeros(len(user_vectors), dtype=np.int64)
+    highest = np.zeros(len(user_vectors), dtype=np.int64)
+    if len(user_vectors) == 0 or len(item_vectors) == 0:
+        return lowest, highest
     dtype = np.float64 if np.float64 in (user_vectors.dtype, item_vectors.dtype) else np.float32
     head_vectors = np.ascontiguousarray(item_vectors[head.items], dtype=dtype)
-    parts = []
     for start in range(0, len(user_vectors), HEAD_CHUNK_USERS):
         vectors = np.asarray(user_vectors[start : start + HEAD_CHUNK_USERS], dtype=dtype)
         scores = vectors @ head_vectors.T
-        lowest = scores.argmin(axis=1)
-        low = scores[np.arange(len(vectors)), lowest]
-        settled = low < -np.linalg.norm(vectors, axis=1) * head.bound * (1 + BOUND_SLACK)
-        kept = np.flatnonzero(settled)
-        parts.append((kept + start, head.items[lowest[kept]], -low[kept].astype(np.float64)))
-        unsettled = np.flatnonzero(~settled)
-        if len(unsettled):
-            rows, cols, best = factor_top_n(-vectors[unsettled], item_vectors, 1, None, np.array([], dtype=np.int64))
-            parts.append((unsettled[rows] + start, cols, best))
-    return regrouped(parts)
+        limit = np.linalg.norm(vectors, axis=1) * head.bound * (1 + BOUND_SLACK)
+        low, high = scores.argmin(axis=1), scores.argmax(axis=1)
+        chunk, picked = slice(start, start + len(vectors)), np.arange(len(vectors))
+        lowest[chunk], highest[chunk] = head.items[low], head.items[high]
+        best_outside_head(lowest[chunk], np.flatnonzero(scores[picked, low] >= -limit), -vectors, item_vectors)
+        best_outside_head(highest[chunk], np.flatnonzero(scores[picked, high] <= limit), vectors, item_vectors)
+    return lowest, highest

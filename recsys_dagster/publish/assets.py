@@ -9,12 +9,12 @@ file holds one consistent version of all three, checked against the invariants b
 """
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
@@ -36,7 +36,7 @@ from recsys_dagster.metadata import frame_preview, timed
 from recsys_dagster.models.fallback import (
     MIN_ITEMS_FOR_MODEL,
     popular_ranking,
-    published_recommendations,
+    published_recommendations_query,
     ranking_depth,
 )
 from recsys_dagster.models.registry import (
@@ -51,6 +51,7 @@ from recsys_dagster.publish.serving import (
     PUBLISH_MEMORY_LIMIT,
     RECOMMENDATIONS_PER_USER,
     PublishInvariantError,
+    Query,
     export_parquet,
     publish_serving_file,
 )
@@ -143,15 +144,6 @@ def model_rows(
     )
 
 
-def every_users_rows(
-    con: duckdb.DuckDBPyConnection, champion_rows: pa.Table, ranking: pd.DataFrame, owned: pd.DataFrame, recent_days: int
-) -> tuple[pa.Table, int]:
-    """The published list of every user (``published_recommendations``) and how many users the
-    champion scored; the champion's own rows are dropped on return, before the serving file is written."""
-    recs = published_recommendations(con, champion_rows, ranking, owned, RECOMMENDATIONS_PER_USER, recent_days)
-    return recs, len(champion_rows["user_id"].unique())
-
-
 def approved_champion(con: duckdb.DuckDBPyConnection) -> tuple[LoadedModel, ChampionDecision]:
     """The champion of the latest decision, refusing one the gate rejected or evaluation has not judged."""
     decision = latest_decision(con)
@@ -196,8 +188,8 @@ def constant_strings(value: str, size: int) -> pa.DictionaryArray:
 
 
 def user_recommendation_rows(recs: pa.Table, champion: LoadedModel, generated_at: datetime) -> pa.Table:
-    """``recs`` (published_recommendations) in the contract's columns of recs.user_recommendations;
-    the incremental publish (publish/incremental.py) writes its rows with this too."""
+    """``recs`` (published_recommendations) in the contract's columns of recs.user_recommendations:
+    the rows of an incremental publish (publish/incremental.py), few enough to hold in Arrow."""
     size = recs.num_rows
     return (
         recs.select(["user_id", "rank", "item_id", "score"])
@@ -207,18 +199,41 @@ def user_recommendation_rows(recs: pa.Table, champion: LoadedModel, generated_at
     )
 
 
+def user_recommendations_query(
+    sql: str, params: dict[str, object], champion: LoadedModel, generated_at: datetime
+) -> Query:
+    """The published lists (``published_recommendations_query``) in the contract's columns of
+    recs.user_recommendations, as a ``Query`` the serving file is filled from (the full publish;
+    the incremental one writes its few rows with ``user_recommendation_rows``)."""
+    return Query(
+        "SELECT user_id, rank, item_id, score, $model AS model, $model_version AS model_version, "
+        f"$generated_at AS generated_at FROM ({sql})",
+        {**params, "model": champion.model, "model_version": champion.model_version, "generated_at": generated_at},
+    )
+
+
 def _contract_frames(
-    recs: pa.Table, similar: pd.DataFrame, popular: pd.DataFrame, items: pd.DataFrame,
-    runs: pd.DataFrame, champion: LoadedModel, similar_version: str,
-) -> dict[str, pd.DataFrame | pa.Table]:
-    generated_at = datetime.now(UTC).replace(tzinfo=None)
+    user_recommendations: Query, similar: pd.DataFrame, popular: pd.DataFrame, items: pd.DataFrame,
+    runs: pd.DataFrame, similar_version: str, generated_at: datetime,
+) -> dict[str, pd.DataFrame | Query]:
     return {
-        "recs.user_recommendations": user_recommendation_rows(recs, champion, generated_at),
+        "recs.user_recommendations": user_recommendations,
         "recs.similar_items": similar.assign(model_version=similar_version, generated_at=generated_at),
         "recs.popular_items": popular.assign(generated_at=generated_at),
         "recs.items": items,
         "ml.evaluation_runs": runs,
     }
+
+
+def published_summary(serving_path: Path) -> tuple[int, int, pd.DataFrame]:
+    """(users listed, rows the fallback filled, the first 20 rows) of the live serving file: the
+    published rows are never held in Python, so their metadata is read back from the file."""
+    with duckdb.connect(str(serving_path), read_only=True) as con:
+        users, backfilled = con.execute(
+            "SELECT count(DISTINCT user_id), count(*) FILTER (WHERE score IS NULL) FROM recs.user_recommendations"
+        ).fetchone()
+        preview = con.execute("SELECT * FROM recs.user_recommendations LIMIT 20").df()
+    return int(users), int(backfilled), preview
 
 
 @multi_asset(
@@ -258,6 +273,7 @@ def publish_recommendations(
     context: AssetExecutionContext, config: PublishConfig, warehouse: WarehouseResource, paths: RecsysPaths
 ):
     """Score, check and atomically publish the three recommendation tables (+ Parquet copies)."""
+    generated_at = datetime.now(UTC).replace(tzinfo=None)
     with timed() as watch:
         with warehouse.get_connection() as con:
             con.execute(f"SET memory_limit = '{PUBLISH_MEMORY_LIMIT}'")  # a code constant, see its comment
@@ -280,29 +296,37 @@ def publish_recommendations(
             depth = max(config.popular_items, ranking_depth(2 * RECOMMENDATIONS_PER_USER, owned))
             ranking = popular_ranking(popularity, depth, fit="serving", banned_items=banned)
             popular = ranking.head(config.popular_items)
-            recs, model_users = every_users_rows(
-                con, model_rows(champion, warm_users, owned, banned, candidate_items(con, config.candidate_share)),
-                ranking, owned, config.fallback_recent_days,
-            )
+            candidates = candidate_items(con, config.candidate_share)
+            champion_rows = model_rows(champion, warm_users, owned, banned, candidates)
+            champion.unload()  # its fits (~1 GiB at RetailRocket size) are not needed to write the file
             learnt = neighbours.similar_items(None, config.similar_items_per_item, fit="serving", banned_items=banned)
             cold = category_neighbours(
                 con, pd.Series(neighbours.fit_arrays("serving").item_ids), banned, config.similar_items_per_item
             )
-        similar = pd.concat([learnt, cold], ignore_index=True)
-        tables = _contract_frames(recs, similar, popular, items, runs, champion, neighbours.model_version)
-        try:
-            counts = publish_serving_file(paths.serving_file(), tables, owned)
-        except PublishInvariantError as error:
-            context.instance.add_run_tags(context.run.run_id, {GATE_TAG: str(error)[:250]})
-            yield AssetCheckResult(
-                asset_key="user_recommendations",
-                check_name="contract_invariants",
-                passed=False,
-                description=str(error),
-                metadata={"reason": MetadataValue.text(str(error))},
-            )
-            raise Failure(description=f"{error}; previous tables kept", metadata={"reason": str(error)}) from error
+            similar = pd.concat([learnt, cold], ignore_index=True)
+            with published_recommendations_query(
+                con, champion_rows, ranking, owned, RECOMMENDATIONS_PER_USER, config.fallback_recent_days
+            ) as (sql, params):
+                tables = _contract_frames(
+                    user_recommendations_query(sql, params, champion, generated_at),
+                    similar, popular, items, runs, neighbours.model_version, generated_at,
+                )
+                try:
+                    counts = publish_serving_file(paths.serving_file(), tables, owned, source=con)
+                except PublishInvariantError as error:
+                    context.instance.add_run_tags(context.run.run_id, {GATE_TAG: str(error)[:250]})
+                    yield AssetCheckResult(
+                        asset_key="user_recommendations",
+                        check_name="contract_invariants",
+                        passed=False,
+                        description=str(error),
+                        metadata={"reason": MetadataValue.text(str(error))},
+                    )
+                    raise Failure(
+                        description=f"{error}; previous tables kept", metadata={"reason": str(error)}
+                    ) from error
         exported = export_parquet(paths.serving_file(), paths.published_path())
+        users, backfilled, preview = published_summary(paths.serving_file())
         with warehouse.get_connection() as con:
             record_publication(con, decision)
     context.log.info("published %s from %s %s", counts, champion.model, champion.model_version)
@@ -318,15 +342,14 @@ def publish_recommendations(
         metadata={
             **common,
             "dagster/row_count": MetadataValue.int(counts["recs.user_recommendations"]),
-            "users": MetadataValue.int(int(pc.count_distinct(recs["user_id"]).as_py())),
-            "model_users": MetadataValue.int(model_users),
-            "backfilled_rows": MetadataValue.int(int(pc.sum(pc.greater(recs["tier"], 0)).as_py() or 0)),
-            "category_fallback_rows": MetadataValue.int(int(pc.sum(pc.equal(recs["tier"], 1)).as_py() or 0)),
+            "users": MetadataValue.int(users),
+            "model_users": MetadataValue.int(len(champion_rows["user_id"].unique())),
+            "backfilled_rows": MetadataValue.int(backfilled),
             "model": MetadataValue.text(champion.model),
             "model_version": MetadataValue.text(champion.model_version),
             "gate": MetadataValue.text(decision.reason),
             "parquet": MetadataValue.path(str(exported["recs.user_recommendations"])),
-            "preview": frame_preview(tables["recs.user_recommendations"].slice(0, 20).to_pandas(), limit=20),
+            "preview": frame_preview(preview, limit=20),
         },
     )
     yield MaterializeResult(

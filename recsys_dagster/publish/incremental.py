@@ -11,7 +11,7 @@ rows of the users who acted in the file:
    implicit's ``recalculate_user`` (the library's native, multi-threaded exact per-user least squares
    with the fit's own confidence ``alpha * strength`` and regularization: nothing of ours to keep in
    step with the library, and cheaper than any loop we could write); the repeat-aware champion also
-   gets their own-item history and co-occurrence evidence recomputed (``with_own_history`` over the
+   gets their own-item history and co-occurrence evidence recomputed (``with_history_of`` over the
    BM25 item-item similarity of the updated mart: one item-kNN fit, seconds at 2.76M events). Users whose every item is new to
    the fit stay unknown to it and get the fallback, as users unknown to a model always do;
 3. **their lists**: exactly the full publish's rules (``model_rows`` for the users with >= 2 items,
@@ -57,7 +57,7 @@ from recsys_dagster.models.artifacts import FitArrays
 from recsys_dagster.models.fallback import MIN_ITEMS_FOR_MODEL, popular_ranking, published_recommendations, ranking_depth
 from recsys_dagster.models.matrix import FIT_TABLES, load_matrix
 from recsys_dagster.models.registry import LoadedModel, ensure_fit, load_latest, purchased_pairs, unavailable_items
-from recsys_dagster.models.repeat import item_similarity, with_own_history
+from recsys_dagster.models.repeat import with_history_of
 from recsys_dagster.publish.assets import (
     GATE_TAG,
     PublishConfig,
@@ -86,9 +86,7 @@ USER_RECOMMENDATIONS = "recs.user_recommendations"
 #: model -> what it stores per user beyond the ALS factors (repeat-aware: the own-item history).
 USER_SIDE_UPDATES: dict[str, Callable[[duckdb.DuckDBPyConnection, FitArrays, AlsConfig], FitArrays]] = {
     "als_model": lambda con, fit, config: fit,
-    "repeat_aware_model": lambda con, fit, config: with_own_history(
-        con, SERVING_TABLE, fit, config, item_similarity(con, SERVING_TABLE, fit)
-    ),
+    "repeat_aware_model": lambda con, fit, config: with_history_of(con, SERVING_TABLE, fit, config),
 }
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +24,21 @@ import pyarrow as pa
 from recsys_dagster.settings import duckdb_temp_dir
 
 RECOMMENDATIONS_PER_USER = 20
-#: A table to publish: pandas for the small ones, Arrow for the millions of recommendation rows.
-Frame = pd.DataFrame | pa.Table
+
+
+@dataclass(frozen=True)
+class Query:
+    """A table to publish as a SELECT run on the connection that writes the new serving file
+    (``publish_serving_file``'s ``source``): its rows stream from the warehouse into the file and
+    are never held in Python memory (28M recommendation rows at RetailRocket size)."""
+
+    sql: str
+    params: dict[str, object]
+
+
+#: A table to publish: pandas for the small ones, Arrow for rows built in Python, a ``Query`` for
+#: rows the warehouse builds.
+Frame = pd.DataFrame | pa.Table | Query
 
 #: The public SQL contract: table -> ordered (column, type). Changing it needs a README migration note.
 SERVING_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
@@ -49,11 +62,11 @@ SERVING_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
     ),
 }
 
-#: DuckDB memory of the publish step's connections (the warehouse one while it assembles every
-#: user's list, and the one writing and checking a new serving file): they run while the step's
-#: Python side holds the fits and the tables (~1.5-3 GiB at RetailRocket size), so they get less
-#: than a warehouse connection's default and spill beyond it. Measured on the 28M-row assembly at
-#: 2.76M events: 4GB -> DuckDB took 3.3 GiB; 1500MB -> 1.7 GiB, and it was not slower.
+#: DuckDB memory of the publish step's connections (the warehouse one, which assembles every
+#: user's list and streams it into the attached new serving file, and the one checking that file):
+#: they run while the step's Python side holds the fits and the tables (~1.5-3 GiB at RetailRocket
+#: size), so they get less than a warehouse connection's default and spill beyond it. Measured on
+#: the 28M-row assembly at 2.76M events: 4GB -> DuckDB took 3.3 GiB; 1500MB -> 1.7 GiB, not slower.
 PUBLISH_MEMORY_LIMIT = "1500MB"
 
 #: Tables exported as Parquet beside the serving file (file name = table name).
@@ -102,20 +115,28 @@ INVARIANTS: dict[str, str] = {
 }
 
 
-def _create_table(con: duckdb.DuckDBPyConnection, table: str, frame: Frame) -> None:
-    """Create ``table`` with the contract's column types and fill it from ``frame``."""
+def _column_names(con: duckdb.DuckDBPyConnection, frame: Frame) -> list[str]:
+    if isinstance(frame, Query):
+        return [column[0] for column in con.execute(f"SELECT * FROM ({frame.sql}) LIMIT 0", frame.params).description]
+    return frame.column_names if isinstance(frame, pa.Table) else list(frame.columns)
+
+
+def _create_table(con: duckdb.DuckDBPyConnection, target: str, frame: Frame) -> None:
+    """Create ``target`` (``<catalog>.<contract table>``) with the contract's column types and fill
+    it from ``frame``."""
+    table = target.split(".", 1)[1]
     columns = SERVING_TABLES[table]
-    present = frame.column_names if isinstance(frame, pa.Table) else list(frame.columns)
-    missing = [name for name, _ in columns if name not in present]
+    missing = [name for name, _ in columns if name not in _column_names(con, frame)]
     if missing:
         raise PublishInvariantError(f"{table}: missing columns {missing}")
-    con.execute(f"CREATE TABLE {table} ({', '.join(f'{name} {kind}' for name, kind in columns)})")
+    con.execute(f"CREATE TABLE {target} ({', '.join(f'{name} {kind}' for name, kind in columns)})")
+    select = f"SELECT {', '.join(f'CAST({name} AS {kind})' for name, kind in columns)}"
+    if isinstance(frame, Query):
+        con.execute(f"INSERT INTO {target} {select} FROM ({frame.sql})", frame.params)
+        return
     con.register("incoming", frame)
     try:
-        con.execute(
-            f"INSERT INTO {table} SELECT {', '.join(f'CAST({name} AS {kind})' for name, kind in columns)} "
-            "FROM incoming"
-        )
+        con.execute(f"INSERT INTO {target} {select} FROM incoming")
     finally:
         con.unregister("incoming")
 
@@ -166,21 +187,53 @@ def serving_config(serving_path: Path) -> dict[str, str]:
     return {"memory_limit": PUBLISH_MEMORY_LIMIT, "temp_directory": str(duckdb_temp_dir(serving_path))}
 
 
+#: The name a new serving file is attached under on the ``source`` connection that writes it.
+STAGING_CATALOG = "staging_serving"
+
+
+@contextmanager
+def _attached(
+    staging: Path, serving_path: Path, source: duckdb.DuckDBPyConnection | None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection with the new file attached as ``STAGING_CATALOG``: ``source`` (so ``Query``
+    tables read its tables and registered views), else an in-memory one of its own."""
+    with ExitStack() as stack:
+        con = source if source is not None else stack.enter_context(duckdb.connect(config=serving_config(serving_path)))
+        con.execute(f"ATTACH $path AS {STAGING_CATALOG}", {"path": str(staging)})
+        try:
+            yield con
+            con.execute(f"CHECKPOINT {STAGING_CATALOG}")
+        finally:
+            con.execute(f"DETACH {STAGING_CATALOG}")
+
+
+def _write_tables(
+    staging: Path, serving_path: Path, tables: dict[str, Frame], source: duckdb.DuckDBPyConnection | None
+) -> None:
+    with _attached(staging, serving_path, source) as con:
+        for schema in sorted({table.split(".")[0] for table in SERVING_TABLES}):
+            con.execute(f"CREATE SCHEMA {STAGING_CATALOG}.{schema}")
+        for table in SERVING_TABLES:
+            _create_table(con, f"{STAGING_CATALOG}.{table}", tables[table])
+
+
 def publish_serving_file(
-    serving_path: Path, tables: dict[str, Frame], purchased: pd.DataFrame
+    serving_path: Path,
+    tables: dict[str, Frame],
+    purchased: pd.DataFrame,
+    source: duckdb.DuckDBPyConnection | None = None,
 ) -> dict[str, int]:
     """Write ``tables`` into a new serving file, check the invariants, swap it in; row counts back.
 
-    ``purchased`` holds the (user_id, item_id) pairs that must never be recommended. Raises
-    ``PublishInvariantError`` (leaving the live file untouched) when a check fails.
+    ``purchased`` holds the (user_id, item_id) pairs that must never be recommended. ``source`` is
+    the connection ``Query`` tables run on (the warehouse): the new file is attached to it while
+    written, then checked on a connection of its own. Raises ``PublishInvariantError`` (leaving the
+    live file untouched) when a check fails.
     """
     serving_path.parent.mkdir(parents=True, exist_ok=True)
     with _staging_file(serving_path) as staging:
+        _write_tables(staging, serving_path, tables, source)
         with duckdb.connect(str(staging), config=serving_config(serving_path)) as con:
-            for schema in sorted({table.split(".")[0] for table in SERVING_TABLES}):
-                con.execute(f"CREATE SCHEMA {schema}")
-            for table in SERVING_TABLES:
-                _create_table(con, table, tables[table])
             violations = check_invariants(con, purchased)
             if violations:
                 raise PublishInvariantError(

@@ -6,8 +6,16 @@ import pandas as pd
 from scipy.sparse import csr_matrix
 
 from recsys_dagster.models.als import AlsConfig, carried_factors, fit_als
+from recsys_dagster.models.artifacts import FitArrays
 from recsys_dagster.models.registry import load_latest
-from recsys_dagster.models.scoring import NormHead, factor_top_n, pruned_factor_bottom, pruned_factor_top_n
+from recsys_dagster.models.repeat import (
+    RepeatAwareConfig,
+    item_similarity,
+    related_evidence,
+    score_repeat_aware,
+    with_own_history,
+)
+from recsys_dagster.models.scoring import NormHead, factor_top_n, pruned_factor_extremes, pruned_factor_top_n
 from recsys_dagster.models.svd import SvdConfig, fit_svd, training_ratings
 
 
@@ -15,7 +23,7 @@ def cells(found: tuple[np.ndarray, np.ndarray, np.ndarray]) -> set[tuple[int, in
     return set(zip(found[0].tolist(), found[1].tolist(), strict=True))
 
 
-def test_norm_pruned_top_and_bottom_equal_the_full_search(retail_con: duckdb.DuckDBPyConnection) -> None:
+def test_norm_pruned_top_and_extremes_equal_the_full_search(retail_con: duckdb.DuckDBPyConnection) -> None:
     fit = load_latest(retail_con, "als_model").fit_arrays("holdout")
     users, items = fit.dense["user_factors"], fit.dense["item_factors"]
     rng = np.random.default_rng(0)
@@ -32,9 +40,30 @@ def test_norm_pruned_top_and_bottom_equal_the_full_search(retail_con: duckdb.Duc
         full = factor_top_n(users[rows], items, 20, exclude, banned)
         assert cells(pruned) == cells(full)
         assert np.array_equal(pruned[0], np.sort(pruned[0]))  # rows grouped in order, as factor_top_n
-        low = pruned_factor_bottom(users[rows], items, head)
-        assert np.array_equal(low[0], np.arange(len(rows)))
-        assert np.array_equal(low[1], np.argmin(users[rows] @ items.T, axis=1))
+        lowest, highest = pruned_factor_extremes(users[rows], items, head)
+        assert np.array_equal(lowest, np.argmin(users[rows] @ items.T, axis=1))
+        assert np.array_equal(highest, np.argmax(users[rows] @ items.T, axis=1))
+
+
+def test_repeat_aware_leaves_out_co_occurrence_only_where_it_cannot_move_a_score(
+    retail_con: duckdb.DuckDBPyConnection,
+) -> None:
+    """With related_weight 0 the fit keeps no co-occurrence (history = own items: fewer candidates to
+    score), and the scores equal those of a fit that kept it."""
+    table = "fct_train_user_item"
+    fit = with_own_history(
+        retail_con, table, load_latest(retail_con, "als_model").fit_arrays("holdout"), RepeatAwareConfig(), None
+    )
+    own, similarity = fit.sparse["own"], item_similarity(retail_con, table, fit)
+    assert fit.sparse["related"].nnz == 0
+    assert (fit.sparse["history"] != own.astype(bool)).nnz == 0
+    with_related = FitArrays(
+        user_ids=fit.user_ids, item_ids=fit.item_ids, dense=fit.dense,
+        sparse={**fit.sparse, "related": related_evidence(own, similarity)},
+    )
+    assert with_related.sparse["related"].nnz > 0
+    rows = np.arange(0, len(fit.user_ids), 7)
+    np.testing.assert_array_equal(score_repeat_aware(fit, rows), score_repeat_aware(with_related, rows))
 
 
 def test_carried_factors_keep_known_rows_and_start_new_ones_small() -> None:

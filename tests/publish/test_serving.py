@@ -14,6 +14,7 @@ import pytest
 
 from recsys_dagster.publish.serving import (
     PublishInvariantError,
+    Query,
     export_parquet,
     publish_serving_file,
 )
@@ -79,6 +80,46 @@ def test_a_broken_table_is_refused_and_the_old_file_stays(tmp_path: Path, breaka
     broken["recs.user_recommendations"] = breakage(broken)
     with pytest.raises(PublishInvariantError, match=invariant):
         publish_serving_file(serving, broken, NOTHING_PURCHASED)
+    with duckdb.connect(str(serving), read_only=True) as con:
+        assert con.execute("SELECT DISTINCT model_version FROM recs.user_recommendations").fetchall() == [("v1",)]
+    assert [p.name for p in tmp_path.iterdir()] == ["serving.duckdb"]
+
+
+def _warehouse_with_recommendations(con: duckdb.DuckDBPyConnection, recs: pd.DataFrame) -> dict[str, object]:
+    """``con`` holding ``recs`` (without its constant columns) as a table, and the tables to publish
+    with recs.user_recommendations as a ``Query`` over it, the constants bound as parameters."""
+    con.execute("CREATE TABLE scored AS SELECT user_id, rank, item_id, score FROM recs")
+    tables = _tables("v2")
+    tables["recs.user_recommendations"] = Query(
+        "SELECT *, $version AS model_version, 'als_model' AS model, $now AS generated_at FROM scored",
+        {"version": "v2", "now": NOW},
+    )
+    return tables
+
+
+def test_a_query_table_streams_from_the_source_connection(tmp_path: Path) -> None:
+    serving = tmp_path / "serving.duckdb"
+    recs = _tables("v2", users=30)["recs.user_recommendations"]
+    with duckdb.connect() as warehouse:
+        tables = _warehouse_with_recommendations(warehouse, recs)
+        counts = publish_serving_file(serving, tables, NOTHING_PURCHASED, source=warehouse)
+        attached = warehouse.execute("SELECT database_name FROM duckdb_databases() WHERE NOT internal").fetchall()
+    assert counts["recs.user_recommendations"] == 600
+    assert attached == [("memory",)], "the new file is detached from the source before the swap"
+    with duckdb.connect(str(serving), read_only=True) as con:
+        published = con.execute("SELECT * FROM recs.user_recommendations ORDER BY user_id, rank").df()
+    expected = recs.sort_values(["user_id", "rank"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(published, expected, check_dtype=False)
+
+
+def test_a_broken_query_table_is_refused_and_the_old_file_stays(tmp_path: Path) -> None:
+    serving = tmp_path / "serving.duckdb"
+    publish_serving_file(serving, _tables("v1"), NOTHING_PURCHASED)
+    recs = _tables("v2")["recs.user_recommendations"].assign(item_id="i1")
+    with duckdb.connect() as warehouse:
+        tables = _warehouse_with_recommendations(warehouse, recs)
+        with pytest.raises(PublishInvariantError, match="no_duplicate_items_per_user"):
+            publish_serving_file(serving, tables, NOTHING_PURCHASED, source=warehouse)
     with duckdb.connect(str(serving), read_only=True) as con:
         assert con.execute("SELECT DISTINCT model_version FROM recs.user_recommendations").fetchall() == [("v1",)]
     assert [p.name for p in tmp_path.iterdir()] == ["serving.duckdb"]
