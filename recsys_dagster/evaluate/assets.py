@@ -9,7 +9,7 @@ Protocol (mirrors what gets published, so the numbers describe the published lis
   ``settings.repurchase_policy`` / ``RECSYS_REPURCHASE``, is on) and items the catalog marks
   unavailable;
 - users the model does not know ("cold") get the fallback list instead, and short lists are
-  completed from it, by the same ``published_recommendations`` SQL that publishing runs (recent
+  completed from it, by the same ``FallbackLists`` SQL that publishing runs (recent
   popularity in the category the user browsed last before the window, then global popularity);
 - relevant = every item the user touched in the window, and (suffix ``_new_items``) only items
   the user had not touched in the train period;
@@ -46,8 +46,8 @@ from recsys_dagster.metadata import frame_preview, timed
 from recsys_dagster.models.fallback import (
     DEFAULT_FALLBACK_RECENT_DAYS,
     MIN_ITEMS_FOR_MODEL,
+    FallbackLists,
     popular_ranking,
-    published_recommendations,
     ranking_depth,
 )
 from recsys_dagster.models.matrix import Fit
@@ -226,16 +226,16 @@ def recommendations_with_fallback(
     recent_days: int = DEFAULT_FALLBACK_RECENT_DAYS,
 ) -> pd.DataFrame:
     """The model's top-``n`` of the window's fit, completed as publishing completes it
-    (``published_recommendations`` over the window's users and train table)."""
+    (``FallbackLists`` over the window's users and train table)."""
     fit = data.window.fit
     recs = loaded.recommend(users, n, fit=fit, exclude=data.exclude, banned_items=data.banned)
     if fallback is None:
         return recs
     popular = popular_ranking(fallback, ranking_depth(2 * n, data.exclude), fit=fit, banned_items=data.banned)
-    completed = published_recommendations(
-        con, recs, popular, data.exclude, n, recent_days, interactions=data.window.train_table, users=pd.Series(users)
+    lists = FallbackLists(
+        recs, popular, data.exclude, n, recent_days, interactions=data.window.train_table, users=pd.Series(users)
     )
-    return completed.to_pandas()
+    return lists.arrow(con).to_pandas()
 
 
 def window_scores(

@@ -1,6 +1,6 @@
 """The fallback: the one rule for users a model cannot fill a list for.
 
-Publishing and evaluation both call ``published_recommendations`` so that the evaluated lists are
+Publishing and evaluation both build their lists with ``FallbackLists`` so that the evaluated lists are
 the published lists: a user unknown to the model (cold) gets the items most popular lately in the
 category they browsed last (when the catalog has categories and they browsed one), then global
 popularity; a user for whom the model has fewer than ``n`` candidates gets the rest the same way,
@@ -11,6 +11,7 @@ be served.
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import duckdb
 import pandas as pd
@@ -112,52 +113,47 @@ SELECT user_id, CAST(list_rank AS INTEGER) AS rank, item_id, score, tier FROM sh
 """
 
 
-@contextmanager
-def published_recommendations_query(
-    con: duckdb.DuckDBPyConnection,
-    model_recs: object,
-    popular: pd.DataFrame,
-    owned: pd.DataFrame,
-    n: int,
-    recent_days: int,
-    interactions: str = "fct_user_item_interactions",
-    users: pd.Series | None = None,
-) -> Iterator[tuple[str, dict[str, int]]]:
-    """``PUBLISHED_RECOMMENDATIONS_SQL`` and its parameters, runnable on ``con`` inside the block (its
-    inputs are registered there): publishing streams the rows into the serving file with it, never
-    holding them in Python. Arguments as ``published_recommendations``."""
-    views = {"model_recs": model_recs, "popular": popular[["rank", "item_id"]], "owned": owned[["user_id", "item_id"]]}
-    if users is not None:
-        views["listed_users"] = pd.DataFrame({"user_id": pd.unique(users.astype(str))})
-    sql = PUBLISHED_RECOMMENDATIONS_SQL.format(
-        users="listed_users" if users is not None else "dim_users", interactions=checked_table(interactions)
-    )
-    for name, table in views.items():
-        con.register(name, table)
-    try:
-        yield sql, {"n": n, "recent_days": recent_days}
-    finally:
-        for name in views:
-            con.unregister(name)
+@dataclass(frozen=True)
+class FallbackLists:
+    """The inputs of ``PUBLISHED_RECOMMENDATIONS_SQL``: every user's top ``n`` [user_id, rank, item_id,
+    score, tier]; tier 0 = the model, 1 = recent in their category, 2 = global popularity.
 
+    ``model_recs`` is any table DuckDB can scan (Arrow, pandas). ``users`` None = every ``dim_users``
+    user (publishing); evaluation passes a window's users and its train table as ``interactions``
+    (what they had browsed by then)."""
 
-def published_recommendations(
-    con: duckdb.DuckDBPyConnection,
-    model_recs: object,
-    popular: pd.DataFrame,
-    owned: pd.DataFrame,
-    n: int,
-    recent_days: int,
-    interactions: str = "fct_user_item_interactions",
-    users: pd.Series | None = None,
-) -> object:
-    """The top ``n`` of every user (``PUBLISHED_RECOMMENDATIONS_SQL``) as an Arrow table
-    [user_id, rank, item_id, score, tier]; tier 0 = the model, 1 = recent in their category,
-    2 = global popularity. ``model_recs`` is any table DuckDB can scan (Arrow, pandas).
+    model_recs: object
+    popular: pd.DataFrame
+    owned: pd.DataFrame
+    n: int
+    recent_days: int
+    interactions: str = "fct_user_item_interactions"
+    users: pd.Series | None = None
 
-    ``users`` None = every ``dim_users`` user (publishing); evaluation passes a window's users and
-    its train table as ``interactions`` (what they had browsed by then)."""
-    with published_recommendations_query(con, model_recs, popular, owned, n, recent_days, interactions, users) as (
-        sql, params
-    ):
-        return con.sql(sql, params=params).to_arrow_table()
+    @contextmanager
+    def query(self, con: duckdb.DuckDBPyConnection) -> Iterator[tuple[str, dict[str, int]]]:
+        """The SQL and its parameters, runnable on ``con`` inside the block (the inputs are registered
+        there): publishing streams the rows into the serving file with it, never holding them in Python."""
+        views = {
+            "model_recs": self.model_recs,
+            "popular": self.popular[["rank", "item_id"]],
+            "owned": self.owned[["user_id", "item_id"]],
+        }
+        if self.users is not None:
+            views["listed_users"] = pd.DataFrame({"user_id": pd.unique(self.users.astype(str))})
+        sql = PUBLISHED_RECOMMENDATIONS_SQL.format(
+            users="listed_users" if self.users is not None else "dim_users",
+            interactions=checked_table(self.interactions),
+        )
+        for name, table in views.items():
+            con.register(name, table)
+        try:
+            yield sql, {"n": self.n, "recent_days": self.recent_days}
+        finally:
+            for name in views:
+                con.unregister(name)
+
+    def arrow(self, con: duckdb.DuckDBPyConnection) -> object:
+        """The lists as an Arrow table (evaluation and the incremental publish: a subset of users)."""
+        with self.query(con) as (sql, params):
+            return con.sql(sql, params=params).to_arrow_table()

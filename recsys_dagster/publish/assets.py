@@ -35,8 +35,8 @@ from recsys_dagster.evaluate.champion import ChampionDecision, latest_decision, 
 from recsys_dagster.metadata import frame_preview, timed
 from recsys_dagster.models.fallback import (
     MIN_ITEMS_FOR_MODEL,
+    FallbackLists,
     popular_ranking,
-    published_recommendations_query,
     ranking_depth,
 )
 from recsys_dagster.models.registry import (
@@ -188,7 +188,7 @@ def constant_strings(value: str, size: int) -> pa.DictionaryArray:
 
 
 def user_recommendation_rows(recs: pa.Table, champion: LoadedModel, generated_at: datetime) -> pa.Table:
-    """``recs`` (published_recommendations) in the contract's columns of recs.user_recommendations:
+    """``recs`` (``FallbackLists``) in the contract's columns of recs.user_recommendations:
     the rows of an incremental publish (publish/incremental.py), few enough to hold in Arrow."""
     size = recs.num_rows
     return (
@@ -202,7 +202,7 @@ def user_recommendation_rows(recs: pa.Table, champion: LoadedModel, generated_at
 def user_recommendations_query(
     sql: str, params: dict[str, object], champion: LoadedModel, generated_at: datetime
 ) -> Query:
-    """The published lists (``published_recommendations_query``) in the contract's columns of
+    """The published lists (``FallbackLists``) in the contract's columns of
     recs.user_recommendations, as a ``Query`` the serving file is filled from (the full publish;
     the incremental one writes its few rows with ``user_recommendation_rows``)."""
     return Query(
@@ -304,9 +304,8 @@ def publish_recommendations(
                 con, pd.Series(neighbours.fit_arrays("serving").item_ids), banned, config.similar_items_per_item
             )
             similar = pd.concat([learnt, cold], ignore_index=True)
-            with published_recommendations_query(
-                con, champion_rows, ranking, owned, RECOMMENDATIONS_PER_USER, config.fallback_recent_days
-            ) as (sql, params):
+            lists = FallbackLists(champion_rows, ranking, owned, RECOMMENDATIONS_PER_USER, config.fallback_recent_days)
+            with lists.query(con) as (sql, params):
                 tables = _contract_frames(
                     user_recommendations_query(sql, params, champion, generated_at),
                     similar, popular, items, runs, neighbours.model_version, generated_at,

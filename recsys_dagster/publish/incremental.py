@@ -16,7 +16,7 @@ rows of the users who acted in the file:
    the fit stay unknown to it and get the fallback, as users unknown to a model always do;
 3. **their lists**: exactly the full publish's rules (``model_rows`` for the users with >= 2 items,
    the same owned / unavailable exclusions and repurchase policy of the publication, the fallback
-   ``published_recommendations`` for everyone else and for short lists);
+   ``FallbackLists`` for everyone else and for short lists);
 4. **republish**: the live serving file is copied to a staging file, those users' rows of
    ``recs.user_recommendations`` are deleted and inserted in one transaction, the contract's
    invariants (``check_invariants``) run on the new rows (each is a property of one user's rows, and
@@ -54,7 +54,7 @@ from recsys_dagster.ingest.assets import INPUT_FILES, partition_files
 from recsys_dagster.metadata import frame_preview, timed
 from recsys_dagster.models.als import WEIGHTINGS, AlsConfig
 from recsys_dagster.models.artifacts import FitArrays
-from recsys_dagster.models.fallback import MIN_ITEMS_FOR_MODEL, popular_ranking, published_recommendations, ranking_depth
+from recsys_dagster.models.fallback import MIN_ITEMS_FOR_MODEL, FallbackLists, popular_ranking, ranking_depth
 from recsys_dagster.models.matrix import FIT_TABLES, load_matrix
 from recsys_dagster.models.registry import LoadedModel, ensure_fit, load_latest, purchased_pairs, unavailable_items
 from recsys_dagster.models.repeat import with_history_of
@@ -248,9 +248,9 @@ def increment_lists(
         warm = con.execute("SELECT user_id FROM dim_users WHERE n_items >= ?", [MIN_ITEMS_FOR_MODEL]).df()["user_id"]
         scored = with_serving_fit(champion, user_side_refit(con, champion, pd.Index(warm.astype(str))))
         champion_rows = model_rows(scored, warm, owned, banned, candidate_items(con, config.candidate_share))
-        recs = published_recommendations(
-            con, champion_rows, ranking, owned, RECOMMENDATIONS_PER_USER, config.fallback_recent_days
-        )
+        recs = FallbackLists(
+            champion_rows, ranking, owned, RECOMMENDATIONS_PER_USER, config.fallback_recent_days
+        ).arrow(con)
     finally:
         drop_user_limit(con)
     generated_at = datetime.now(UTC).replace(tzinfo=None)

@@ -7,7 +7,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from recsys_dagster.models.fallback import published_recommendations
+from recsys_dagster.models.fallback import FallbackLists
 
 
 def _shop(con) -> None:
@@ -35,7 +35,7 @@ def test_published_lists_use_the_model_then_recent_category_then_global_populari
     owned = pd.DataFrame({"user_id": ["cold"], "item_id": ["a1"]})
     with duckdb.connect() as con:
         _shop(con)
-        table = published_recommendations(con, model_recs, popular, owned, n=4, recent_days=30).to_pandas()
+        table = FallbackLists(model_recs, popular, owned, n=4, recent_days=30).arrow(con).to_pandas()
 
     lists = {user: frame.sort_values("rank") for user, frame in table.groupby("user_id")}
     assert set(lists) == {"warm", "cold", "u3", "u4", "u5", "u6", "u7", "nocat"}
@@ -61,10 +61,10 @@ def test_a_windows_users_are_completed_from_what_they_browsed_before_it() -> Non
         con.execute(
             "CREATE TABLE fct_train_user_item AS SELECT * FROM fct_user_item_interactions WHERE user_id <> 'cold'"
         )
-        table = published_recommendations(
-            con, model_recs, popular, owned, n=3, recent_days=30,
+        table = FallbackLists(
+            model_recs, popular, owned, n=3, recent_days=30,
             interactions="fct_train_user_item", users=pd.Series(["warm", "cold"]),
-        ).to_pandas()
+        ).arrow(con).to_pandas()
 
     lists = {user: frame.sort_values("rank") for user, frame in table.groupby("user_id")}
     assert set(lists) == {"warm", "cold"}
@@ -75,10 +75,9 @@ def test_a_windows_users_are_completed_from_what_they_browsed_before_it() -> Non
 
 def test_the_interactions_table_is_checked_before_it_reaches_sql() -> None:
     with duckdb.connect() as con, pytest.raises(ValueError, match="unknown training table"):
-        published_recommendations(
-            con,
+        FallbackLists(
             pd.DataFrame(),
             pd.DataFrame({"rank": [], "item_id": []}),
             pd.DataFrame({"user_id": [], "item_id": []}),
             n=3, recent_days=30, interactions="dim_users; DROP TABLE x",
-        )
+        ).arrow(con)
