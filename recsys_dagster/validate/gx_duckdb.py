@@ -38,7 +38,7 @@ class Loan:
 
     GX keeps its latest context (with the datasource, engine and connection objects it made) alive
     for the rest of the process; they reach the connection only through the loan, which ``end``
-    empties, so the asset's connection is not kept alive (nor reported as leaked at exit).
+    empties, so the asset's connection is not kept alive by them.
     """
 
     def __init__(self, database: duckdb.DuckDBPyConnection) -> None:
@@ -68,7 +68,7 @@ class EagerCursor:
     def execute(self, statement: str, parameters: Sequence[Any] | None = None) -> None:
         database = self.connection.loan.database
         database.execute(statement, parameters) if parameters else database.execute(statement)
-        self.description = plain_description(database.description)
+        self.description = database.description
         self._rows = database.fetchall() if self.description else []
         self.rowcount = len(self._rows)
 
@@ -90,17 +90,6 @@ class EagerCursor:
 
     def close(self) -> None:
         self._rows = []
-
-
-def plain_description(description: Sequence[tuple] | None) -> list[tuple] | None:
-    """The DB-API column description with DuckDB's type objects as their names.
-
-    SQLAlchemy caches descriptions with compiled statements; native DuckDB type objects kept there
-    outlive the connection and are reported as leaked by the extension at interpreter exit.
-    """
-    if description is None:
-        return None
-    return [(name, str(type_code), *rest) for name, type_code, *rest in description]
 
 
 class EagerConnection:
