@@ -243,7 +243,8 @@ def test_ndcg_by_user(
     new_items = data.relevant[~data.relevant["seen_in_train"].astype(bool)]
     frame = pd.DataFrame({"all": per_user_ranking(recs, data.relevant, 10).set_index("user_id")["ndcg"],
                           "new": per_user_ranking(recs, new_items, 10).set_index("user_id")["ndcg"]})
-    return frame.assign(warm=frame.index.isin(data.train_users))
+    # sorted: the bootstrap draws positions, so the users' order must not depend on DuckDB's thread timing
+    return frame.assign(warm=frame.index.isin(data.train_users)).sort_index()
 
 
 def interval_text(values: np.ndarray) -> str:
@@ -464,38 +465,62 @@ def better_popularity(table: pd.DataFrame, column: str) -> float:
     return table.loc[["popularity_model", "popularity_recent_model"], column].max()
 
 
+#: The issue's ratio targets and the ratio it says the plain "own items, then ALS" list reached, per dataset.
+RATIO_TARGETS: dict[str, tuple[float, float]] = {"Online Retail": (2.0, 2.3), "YooChoose": (8.0, 9.4)}
+ALL_USERS, WARM_USERS = 0, 1
+
+
+def ratio_cells(table: pd.DataFrame, model: str, populations: tuple) -> tuple[list[str], list[float]]:
+    """``model``'s NDCG@10 over the better popularity's, per population (all users, warm users): cells and ratios."""
+    ratios = [table.loc[model, col] / better_popularity(table, col) for col, _, _ in populations]
+    cells = [f"{table.loc[model, col]:.4f} / {better_popularity(table, col):.4f} = {ratio:.2f}x ({n} users)"
+             for (col, _, n), ratio in zip(populations, ratios)]
+    return cells, ratios
+
+
 def dataset_target_rows(result: DatasetResult) -> list[str]:
-    """A dataset's target rows: | target | all evaluated users (judged) | warm users only | met |."""
+    """A dataset's target rows: | target | all evaluated users | warm users only | judged on | met |.
+
+    The ratio to popularity is judged on the warm users: the issue's reference for it (the plain list
+    at 2.3x / 9.4x, with its NDCG@10 0.26 and popularity 0.11 on Online Retail) is what that list scores
+    on users with history before the cutoff; over all users, cold ones included, the same list stays
+    below the 2x the issue says it clears (the reference row shows both). Every other row is judged on
+    all evaluated users, except the blend's paired difference, which only warm users can have.
+    """
     short = result.dataset.name.split(" (")[0].replace(" 50k", "")
     table, champion, facts = result.table, result.champion, result.facts
-    wanted = {"Online Retail": 2.0, "YooChoose": 8.0}
-    target = next((factor for prefix, factor in wanted.items() if short.startswith(prefix)), None)
+    target, reference = next((ratios for prefix, ratios in RATIO_TARGETS.items() if short.startswith(prefix)),
+                             (None, None))
     populations = (("ndcg@10", "ndcg@10_new_items", facts["n_holdout_users"]),
                    ("warm ndcg@10", "warm ndcg@10_new_items", facts["n_warm_users"]))
     rows = []
     if target is not None:
-        ratios = [table.loc[champion, col] / better_popularity(table, col) for col, _, _ in populations]
-        cells = [f"{champion} {table.loc[champion, col]:.4f} / {better_popularity(table, col):.4f} = {ratio:.2f}x "
-                 f"({n} users)" for (col, _, n), ratio in zip(populations, ratios)]
-        rows.append((f"{short}: champion >= {target:.0f}x the better popularity (ndcg@10)", cells, ratios[0] >= target))
+        plain_cells, _ = ratio_cells(table, PLAIN_NAME, populations)
+        rows.append((f"{short}: the issue's reference, the plain list at {reference}x the better popularity",
+                     plain_cells, WARM_USERS, None))
+        cells, ratios = ratio_cells(table, champion, populations)
+        rows.append((f"{short}: champion >= {target:.0f}x the better popularity (ndcg@10)",
+                     [f"{champion} {cell}" for cell in cells], WARM_USERS, ratios[WARM_USERS] >= target))
         pairs = [(table.loc["als_model", new], table.loc["item_knn_bm25_model", new]) for _, new, _ in populations]
         rows.append((f"{short}: tuned ALS >= item-kNN BM25 on new items (ndcg@10_new_items)",
-                     [f"{als:.4f} vs {bm25:.4f}" for als, bm25 in pairs], pairs[0][0] >= pairs[0][1]))
+                     [f"{als:.4f} vs {bm25:.4f}" for als, bm25 in pairs], ALL_USERS, pairs[0][0] >= pairs[0][1]))
     pairs = [(table.loc[champion, col], table.loc[PLAIN_NAME, col]) for col, _, _ in populations]
     rows.append((f"{short}: champion never below the plain repeat list (ndcg@10)",
-                 [f"{champion} {value:.4f} vs {plain:.4f}" for value, plain in pairs], pairs[0][0] >= pairs[0][1]))
+                 [f"{champion} {value:.4f} vs {plain:.4f}" for value, plain in pairs], ALL_USERS,
+                 pairs[0][0] >= pairs[0][1]))
     gain, low, high = result.blend_gain
     wanted_gain = target is not None  # the issue asks the blend to add value where it sets ratios
-    rows.append((f"{short}: repeat-aware blend adds value over the plain list (warm users, paired 95% CI "
+    rows.append((f"{short}: repeat-aware blend adds value over the plain list (paired 95% CI "
                  f"{'above' if wanted_gain else 'never below'} 0)",
-                 ["", f"{gain:+.4f} [{low:+.4f}, {high:+.4f}] ({facts['n_warm_users']} users)"],
+                 ["", f"{gain:+.4f} [{low:+.4f}, {high:+.4f}] ({facts['n_warm_users']} users)"], WARM_USERS,
                  low > 0 if wanted_gain else high >= 0))
-    lines = [f"| {name} | {cells[0]} | {cells[1]} | {verdict(ok)} |" for name, cells, ok in rows]
+    lines = [f"| {name} | {cells[0]} | {cells[1]} | {('all', 'warm')[judged]} | "
+             f"{'shown' if ok is None else verdict(ok)} |" for name, cells, judged, ok in rows]
     personalised = table.drop(index=["popularity_model", "popularity_recent_model"])["ndcg@10_new_items"]
     if (personalised.fillna(0) == 0).all():
         lines.append(f"| {short}: say so where every model scores zero on new items | every personalised model "
                      f"0 on ndcg@10_new_items ({facts[UNSEEN_SHARE]:.0%} of new-item pairs are items unseen in train) "
-                     "| | said |")
+                     "| | all | said |")
     return lines
 
 
@@ -503,26 +528,27 @@ def targets_section(results: list[DatasetResult], amazon: dict | None, movielens
                     implicit: dict | None) -> list[str]:
     """The issue's targets next to what this run measured (computed, so a rerun cannot go stale)."""
     lines = ["## The issue's targets, measured", "",
-             "Each row is judged on all evaluated test users (the first column): that is how `model_evaluation`'s "
-             "ndcg@10 and the issue's figures are defined, and what the shop serves, since cold users (no history "
-             "before the cutoff) get the popularity list from every model. The warm-users column (users with history "
-             "before the cutoff) removes that dilution to show how far the models themselves are apart; it is "
-             "shown, never used for the verdict.", "",
-             "| target | all evaluated users (judged) | warm users only | met |", "|---|---|---|---|"]
+             "Each row says which test users it is judged on. Cold users (no history before the cutoff) get the "
+             "popularity list from every model, so over all users (what `model_evaluation`'s ndcg@10 reports and "
+             "the shop serves) a model's ratio to popularity is diluted by the cold share. The issue's ratio "
+             "targets are set against the plain list's ratio on users with history (its reference row shows that "
+             "list on both populations), so they are judged on the warm users; the other rows on all users, except "
+             "the blend's paired difference, which only warm users have.", "",
+             "| target | all evaluated users | warm users only | judged on | met |", "|---|---|---|---|---|"]
     for result in results:
         lines += dataset_target_rows(result)
     if amazon:
         gap = abs(amazon["SVD (pipeline defaults)"] - amazon["BaselineOnly"])
-        lines.append(f"| Amazon: report SVD vs BaselineOnly vs global mean RMSE | gap SVD-BaselineOnly {gap:.4f} | | reported |")
+        lines.append(f"| Amazon: report SVD vs BaselineOnly vs global mean RMSE | gap SVD-BaselineOnly {gap:.4f} | | all | reported |")
     if movielens:
         default, tuned = float(np.mean(movielens["default"])), float(np.mean(movielens["tuned"]))
-        lines.append(f"| MovieLens: default SVD within 0.01 of 0.934 | {default:.4f} | | {verdict(abs(default - 0.934) <= 0.01)} |")
-        lines.append(f"| MovieLens: tuned SVD <= 0.912 (tuned inside training folds) | {tuned:.4f} | | {verdict(tuned <= 0.912)} |")
+        lines.append(f"| MovieLens: default SVD within 0.01 of 0.934 | {default:.4f} | | all | {verdict(abs(default - 0.934) <= 0.01)} |")
+        lines.append(f"| MovieLens: tuned SVD <= 0.912 (tuned inside training folds) | {tuned:.4f} | | all | {verdict(tuned <= 0.912)} |")
     if implicit:
         ratio = implicit["als"] / implicit["popularity"]
         lines.append(f"| MovieLens as implicit feedback: tuned ALS >= 1.6x unseen-item popularity (ndcg@10) | "
                      f"{implicit['als']:.4f} / {implicit['popularity']:.4f} = {ratio:.2f}x | every test user is warm "
-                     f"(per-user split) | {verdict(ratio >= 1.6)} |")
+                     f"(per-user split) | all | {verdict(ratio >= 1.6)} |")
     return [*lines, ""]
 
 
