@@ -24,7 +24,8 @@ minutes apart on the same files, which cancels most of the noise. ``bench.pipeli
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -78,25 +79,43 @@ def sample(values: np.ndarray, count: int) -> np.ndarray:
 # --- ingest -------------------------------------------------------------------------------------
 
 
-def bare_read_csv_seconds(data_dir: Path, scratch: Path, all_varchar: bool = False) -> float:
-    """DuckDB's own ``read_csv`` of events.csv and items.csv into tables of a new database file.
+@contextmanager
+def fresh_database(database: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection to a new, empty database file, deleted after the block: every load measured into
+    a table starts from empty storage, so the figures compare like with like."""
+    database.unlink(missing_ok=True)
+    try:
+        with duckdb.connect(str(database)) as con:
+            yield con
+    finally:
+        database.unlink(missing_ok=True)
+
+
+def checkpointed_seconds(con: duckdb.DuckDBPyConnection, action: Callable[[], object]) -> float:
+    """Seconds of ``action`` plus the CHECKPOINT that writes its tables into the database file (a load
+    is not done while its rows are only in the write-ahead log)."""
+    seconds, _ = timed_call(lambda: (action(), con.execute("CHECKPOINT")))
+    return seconds
+
+
+def bare_read_csv_seconds(
+    data_dir: Path, scratch: Path, all_varchar: bool = False, tables: tuple[str, ...] = ("events", "items")
+) -> float:
+    """DuckDB's own ``read_csv`` of ``<table>.csv`` (events.csv and items.csv) into tables of a new database file.
 
     ``all_varchar``: every column kept as text, as ``raw_events`` stores it (the floor of persisting
     the file's values as text: DuckDB's string compression costs more than typed columns').
     """
-    database = scratch / "bare_read_csv.duckdb"
-    database.unlink(missing_ok=True)
-    started = time.perf_counter()
-    with duckdb.connect(str(database)) as con:
-        for table in ("events", "items"):
+
+    def read() -> None:
+        for table in tables:
             con.execute(
                 f"CREATE TABLE {table} AS SELECT * FROM read_csv($path, all_varchar = $all_varchar)",
                 {"path": str(data_dir / f"{table}.csv"), "all_varchar": all_varchar},
             )
-        con.execute("CHECKPOINT")
-    elapsed = time.perf_counter() - started
-    database.unlink()
-    return elapsed
+
+    with fresh_database(scratch / "bare_read_csv.duckdb") as con:
+        return checkpointed_seconds(con, read)
 
 
 # --- scoring vs matmul peak ---------------------------------------------------------------------

@@ -351,6 +351,14 @@ def growth_table(results_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def write_results(results_dir: Path, stem: str, report: dict, markdown: str) -> None:
+    """``<stem>.json`` and ``<stem>.md`` in ``results_dir`` (the figures and their reading); the markdown is printed."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (results_dir / f"{stem}.md").write_text(markdown)
+    print(markdown)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, help="events to generate and run on")
@@ -395,11 +403,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         report["comparisons"] = run_comparisons(data_dir, run_dir, report["pipeline"])
         report["targets"] = target_status(report)
     report["load_after"] = load_average()
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / f"pipeline-{args.events}.json").write_text(json.dumps(report, indent=2) + "\n")
-    markdown = markdown_report(report)
-    (args.results / f"pipeline-{args.events}.md").write_text(markdown)
-    print(markdown)
+    write_results(args.results, f"pipeline-{args.events}", report, markdown_report(report))
     return report
 
 
