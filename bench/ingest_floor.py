@@ -13,8 +13,8 @@ without its row numbers, so read in parallel, (d) that SELECT as it is, ``WITH O
 ``parallel = false`` read: the text landing the lineage contract needs; (e) an idealised one-pass
 design: the ingest SELECT typed by the real rules (``routing.typed_rows_sql``) into a temporary
 table, then only passing rows written typed and failing rows as raw text with their reason
-(``routing._write_outputs``), no ``raw_events`` copy; (f) the routing's duplicate-event check on those typed rows
-(``routing._rank_duplicates``); (g) the Great Expectations suite on the validated table
+(``routing.write_outputs``), no ``raw_events`` copy; (f) the routing's duplicate-event check on those typed rows
+(``routing.rank_duplicates``); (g) the Great Expectations suite on the validated table
 (``assets.suite_outcomes``); (h) the real pipeline's ingest + validate steps, read from
 ``bench/results/pipeline-N.json`` when that file exists (another run, another load).
 
@@ -45,8 +45,8 @@ from recsys_dagster.validate.routing import (
     OUTPUT_DDL,
     QUARANTINED,
     VALIDATED,
-    _rank_duplicates,
-    _write_outputs,
+    rank_duplicates,
+    write_outputs,
     typed_rows_sql,
 )
 from recsys_dagster.validate.suite import Bounds
@@ -76,9 +76,9 @@ STEPS: tuple[Step, ...] = (
     Step("d", "ingest SELECT (text landing)", "the ingest step's SELECT as it is: every row's text with its exact "
          "1-based `source_row` (`WITH ORDINALITY` over a `parallel = false` read): what `raw_events` holds"),
     Step("e", "one pass: type + write", "the ingest SELECT typed by the real rules into a TEMP table "
-         "(`typed_rows_sql`), then passing rows written typed, failing rows as raw text + reason (`_write_outputs`); "
+         "(`typed_rows_sql`), then passing rows written typed, failing rows as raw text + reason (`write_outputs`); "
          "no text copy of passing rows"),
-    Step("f", "duplicate-event check", "the routing's duplicate ranking on the typed rows (`_rank_duplicates`)"),
+    Step("f", "duplicate-event check", "the routing's duplicate ranking on the typed rows (`rank_duplicates`)"),
     Step("g", "GX suite", "`suite_outcomes` on the validated table: the suite run as SQL inside DuckDB"),
     Step("h", "pipeline ingest + validate", "the real Dagster steps, from `pipeline-N.json` (another run: also "
          "items.csv, sha256, encoding and quote checks, ledger, row accounting)"),
@@ -160,8 +160,8 @@ def one_pass(database: Path, detected: DetectedFile, bounds: Bounds) -> OnePass:
         typing, _ = timed_call(
             lambda: con.execute(f"CREATE TEMP TABLE routing_typed AS {typed_rows_sql()}", bound_times)
         )
-        duplicates, _ = timed_call(lambda: _rank_duplicates(con))
-        writing = checkpointed_seconds(con, lambda: _write_outputs(con))
+        duplicates, _ = timed_call(lambda: rank_duplicates(con))
+        writing = checkpointed_seconds(con, lambda: write_outputs(con))
         gx, outcomes = timed_call(lambda: suite_outcomes(con, bounds))
         validated, quarantined = con.execute(
             f"SELECT (SELECT count(*) FROM {VALIDATED}), (SELECT count(*) FROM {QUARANTINED})"

@@ -188,7 +188,7 @@ def _collect_input(con: duckdb.DuckDBPyConnection, full: bool) -> None:
     con.execute(f"DELETE FROM {QUARANTINED} WHERE list_contains($reasons, reason)", reasons)
 
 
-def _rank_duplicates(con: duckdb.DuckDBPyConnection) -> None:
+def rank_duplicates(con: duckdb.DuckDBPyConnection) -> None:
     """``duplicate_losers``: rows (new or validated earlier) with an identical event ingested before them.
 
     Only keys that may occur twice are ranked: a hash aggregate of the new passing rows' key hashes
@@ -230,7 +230,7 @@ def _rank_duplicates(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def _write_outputs(con: duckdb.DuckDBPyConnection) -> None:
+def write_outputs(con: duckdb.DuckDBPyConnection) -> None:
     """Append this run's routed rows; validated rows that lost to an earlier copy move to the quarantine."""
     con.execute(
         f"""
@@ -306,8 +306,8 @@ def route_raw_rows(con: duckdb.DuckDBPyConnection, bounds: Bounds) -> RoutingRun
             f"CREATE OR REPLACE TEMP TABLE routing_typed AS {typed_rows_sql()}",
             {"min_time": bounds.min_event_time, "max_time": bounds.max_event_time},
         )
-        _rank_duplicates(con)
-        _write_outputs(con)
+        rank_duplicates(con)
+        write_outputs(con)
         if not full:
             _collect_gx_scope(con)
         con.execute(f"INSERT INTO {ROUTED_BATCHES} SELECT * FROM new_batches")
