@@ -2,7 +2,8 @@
 # Every target creates .venv and installs the project first if needed; nothing relies on what
 # happens to be installed on the machine.
 
-PYTHON ?= python3
+# python3.11 when it is on PATH (python3 may be another version there), else python3 (checked below).
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || echo python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp

@@ -40,7 +40,8 @@ class Query:
 #: rows the warehouse builds.
 Frame = pd.DataFrame | pa.Table | Query
 
-#: The public SQL contract: table -> ordered (column, type). Changing it needs a README migration note.
+#: The published tables: table -> ordered (column, type). All but ``recs.items`` (display attributes) are the
+#: fixed SQL contract of the README; changing any of them needs a README migration note.
 SERVING_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
     "recs.user_recommendations": (
         ("user_id", "VARCHAR"), ("rank", "INTEGER"), ("item_id", "VARCHAR"), ("score", "DOUBLE"),
