@@ -43,8 +43,8 @@ def recovered_event_weights(con: duckdb.DuckDBPyConnection) -> np.ndarray:
 
 VALIDATION_STATEMENTS = (
     "CREATE SCHEMA IF NOT EXISTS ml",
-    """
-CREATE OR REPLACE TABLE ml.validation_cutoff AS
+    f"""
+CREATE OR REPLACE TABLE {VALIDATION_CUTOFF_TABLE} AS
 WITH test AS (SELECT max(cutoff_time) AS test_cutoff FROM int_holdout_cutoff),
 train_events AS (SELECT event_time FROM stg_interactions WHERE event_time < (SELECT test_cutoff FROM test))
 SELECT quantile_disc(event_time, CAST($train_share AS DOUBLE)) AS validation_cutoff,
@@ -52,10 +52,10 @@ SELECT quantile_disc(event_time, CAST($train_share AS DOUBLE)) AS validation_cut
        min(event_time) AS min_event_time
 FROM train_events
 """,
-    """
+    f"""
 CREATE OR REPLACE TEMP VIEW validation_events AS
 SELECT e.*, e.event_time < c.validation_cutoff AS in_validation_train
-FROM stg_interactions e, ml.validation_cutoff c
+FROM stg_interactions e, {VALIDATION_CUTOFF_TABLE} c
 WHERE e.event_time < c.test_cutoff
 """,
     f"CREATE OR REPLACE TABLE {VALIDATION_TRAIN_TABLE} AS {pair_features_sql('validation_events', 'in_validation_train')}",
@@ -85,7 +85,7 @@ def build_validation_split(con: duckdb.DuckDBPyConnection) -> dict[str, object]:
     for statement in VALIDATION_STATEMENTS:  # DuckDB binds parameters for one statement at a time
         execute_with_parameters(con, statement, parameters)
     validation_cutoff, test_cutoff = con.execute(
-        "SELECT validation_cutoff, test_cutoff FROM ml.validation_cutoff"
+        f"SELECT validation_cutoff, test_cutoff FROM {VALIDATION_CUTOFF_TABLE}"
     ).fetchone()
     n_train, n_window = con.execute(
         f"SELECT (SELECT count(*) FROM {VALIDATION_TRAIN_TABLE}), (SELECT count(*) FROM {VALIDATION_HOLDOUT_TABLE})"

@@ -151,7 +151,6 @@ DUPLICATE_REASON = "duplicate_event"
 EVENT_KEY_COLUMN = "event_key"
 EVENT_KEY_SQL = f"struct_pack({', '.join(DUPLICATE_KEY)})"
 
-REASONS: tuple[str, ...] = tuple(rule.reason for rule in RULES) + (DUPLICATE_REASON,)
 #: Reasons whose rule reads ``$max_time`` ("now" + allowance): a row quarantined for one of them
 #: may pass on a later day, so incremental validation routes such rows again every run.
 TIME_DEPENDENT_REASONS: tuple[str, ...] = tuple(rule.reason for rule in RULES if "$max_time" in rule.violation_sql)
