@@ -39,6 +39,7 @@ from recsys_dagster.evaluate.champion import (
     DEFAULT_MAX_NDCG_DROP,
     DEFAULT_NOISE_SE,
     decide_champion,
+    last_publication,
 )
 from recsys_dagster.evaluate.metrics import mae, per_user_ranking, ranking_metrics, rmse, standard_error_of_mean
 from recsys_dagster.evaluate.plots import history_markdown
@@ -55,6 +56,7 @@ from recsys_dagster.models.registry import (
     MODEL_NAMES,
     LoadedModel,
     load_latest,
+    load_registered,
     purchased_pairs,
     registered_models,
     unavailable_items,
@@ -285,6 +287,36 @@ def served_scores(per_user: pd.DataFrame, served_users: np.ndarray, prefix: str)
     }
 
 
+def incumbent_baseline(
+    con: duckdb.DuckDBPyConnection,
+    models: dict[str, LoadedModel],
+    scores: dict[str, dict[str, float]],
+    fallback: LoadedModel | None,
+    validation: WindowData,
+    recent_days: int,
+) -> tuple[str, float] | None:
+    """(run id, value): the last published champion's ``CHAMPION_METRIC`` on THIS run's validation
+    window, what the gate compares the new champion with ("the same data window").
+
+    Tonight's score when its artifact is tonight's (nothing retrained), else its registered artifact
+    scored again on this window: its validation fit was trained before its own, earlier cutoff, so
+    it sees nothing of this window. None before the first publication, or when that artifact is gone.
+    """
+    published = last_publication(con)
+    if published is None:
+        return None
+    current = models.get(published.model)
+    if current is not None and current.model_version == published.model_version:
+        value = scores[published.model].get(CHAMPION_METRIC)
+    else:
+        incumbent = load_registered(con, published.model, published.model_version)
+        if incumbent is None:
+            return None
+        value = window_scores(con, incumbent, fallback, validation, recent_days).get(CHAMPION_METRIC)
+        incumbent.unload()
+    return None if value is None else (published.run_id, value)
+
+
 def evaluation_rows(run_id: str, versions: dict[str, str], scores: dict[str, dict[str, float]]) -> pd.DataFrame:
     evaluated_at = datetime.now(UTC).replace(tzinfo=None)
     return pd.DataFrame(
@@ -354,8 +386,10 @@ def model_evaluation(
         }
         rows = evaluation_rows(context.run.run_id, {name: m.model_version for name, m in models.items()}, scores)
         append_evaluation_rows(con, rows)
+        baseline = incumbent_baseline(con, models, scores, fallback, windows[0], config.fallback_recent_days)
         decision = decide_champion(
-            con, context.run.run_id, config.champion_candidates, config.max_ndcg_drop, repurchase, config.noise_se,
+            con, context.run.run_id, config.champion_candidates, config.max_ndcg_drop, repurchase, baseline,
+            config.noise_se,
         )
         cutoff = holdout_cutoff(con)
         plot = history_markdown(con, "ndcg@10")

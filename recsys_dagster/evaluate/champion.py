@@ -8,9 +8,12 @@ win on lists nobody will be shown); all users when the window has none of them. 
 one-standard-error rule: a candidate earlier in the preference
 order (``CHAMPION_CANDIDATES``) whose NDCG@10 is within ``noise_se`` standard errors of the best is
 preferred to it. A lead smaller than the luck of which users happened to fall into the window is
-noise, and a model must not win on noise (on sparse data SVD and the baselines differ by less). The gate compares the champion with the last published run on the same
-data window and refuses a drop of more than ``max_ndcg_drop`` (default 20%): a bad night (a broken
-feature, a degenerate fit) then keeps yesterday's tables instead of publishing worse ones.
+noise, and a model must not win on noise (on sparse data SVD and the baselines differ by less). The gate compares the champion with the last published champion on the same
+data window -- this run's validation window, on which the published artifact is scored again (its
+validation fit, trained before its own, earlier cutoff) -- and refuses a drop of more than
+``max_ndcg_drop`` (default 20%): a bad night (a broken feature, a degenerate fit, a bad tuning pick)
+then keeps yesterday's tables instead of publishing worse ones. Comparing stored values instead would
+only work on identical data: every night has new events, so such a gate would never fire.
 Every decision is appended to ``ml.champion_decisions``; every publication to ``ml.published_runs``.
 """
 
@@ -23,6 +26,7 @@ import duckdb
 
 from recsys_dagster.resources import table_exists
 from recsys_dagster.models.matrix import table_fingerprint
+from recsys_dagster.models.validation import VALIDATION_CUTOFF_TABLE
 
 CHAMPION_K = 10
 #: The champion metric: NDCG@10 on the validation window, all touched items relevant, over the served
@@ -127,44 +131,53 @@ def select_champion(
 
 
 def data_window(con: duckdb.DuckDBPyConnection) -> str:
-    """Names the data a run was judged on: both cutoffs and a content hash of all interactions.
-
-    Two runs compare like for like only when this string is equal (same events, same split).
-    """
-    cutoffs = con.execute("SELECT validation_cutoff, test_cutoff FROM ml.validation_cutoff").fetchone()
+    """Names the data a run was judged on (both cutoffs and a content hash of all interactions), recorded
+    with every decision and publication so that a reader can tell which figures share their data."""
+    cutoffs = con.execute(f"SELECT validation_cutoff, test_cutoff FROM {VALIDATION_CUTOFF_TABLE}").fetchone()
     return f"validation>={cutoffs[0]} test>={cutoffs[1]} data={table_fingerprint(con, 'fct_user_item_interactions')}"
 
 
-def last_publication(con: duckdb.DuckDBPyConnection, window: str) -> tuple[str, float] | None:
-    """(run_id, champion metric value) of the newest publication on ``window`` judged on the same metric, if any."""
+@dataclass(frozen=True)
+class Publication:
+    """The newest published champion: the run that published it and its registered artifact."""
+
+    run_id: str
+    model: str
+    model_version: str
+
+
+def last_publication(con: duckdb.DuckDBPyConnection) -> Publication | None:
+    """The newest publication judged on the champion metric (None before the first one)."""
     if not table_exists(con, "ml.published_runs"):
         return None
-    row = con.execute(
-        "SELECT run_id, value FROM ml.published_runs WHERE data_window = ? AND metric = ?"
-        " ORDER BY published_at DESC LIMIT 1",
-        [window, CHAMPION_METRIC],
-    ).fetchone()
-    return (row[0], float(row[1])) if row else None
+    rows = con.execute(  # fetchall: a half-read result would block the connection's next register()
+        "SELECT run_id, model, model_version FROM ml.published_runs WHERE metric = ? ORDER BY published_at DESC LIMIT 1",
+        [CHAMPION_METRIC],
+    ).fetchall()
+    return Publication(*rows[0]) if rows else None
 
 
 def gate_verdict(
     champion: ChampionChoice, baseline: tuple[str, float] | None, max_ndcg_drop: float
 ) -> tuple[bool, str]:
-    """(passed, reason): refuse a champion more than ``max_ndcg_drop`` below the baseline's value."""
+    """(passed, reason): refuse a champion more than ``max_ndcg_drop`` below ``baseline``: the last
+    published champion's value re-scored on this run's validation window (run id, value)."""
     if baseline is None:
-        return True, f"no earlier publication on this data window; {champion.model} {CHAMPION_METRIC}={champion.value:.4f}"
+        return True, (f"no published champion to compare with on this window; "
+                      f"{champion.model} {CHAMPION_METRIC}={champion.value:.4f}")
     baseline_run, baseline_value = baseline
     floor = (1.0 - max_ndcg_drop) * baseline_value
     if champion.value < floor - FLOAT_TOLERANCE:
         drop = 1.0 - champion.value / baseline_value
         return False, (
             f"champion {champion.model} {champion.model_version} has {CHAMPION_METRIC}={champion.value:.4f}, "
-            f"{drop:.0%} below the last published run {baseline_run} ({baseline_value:.4f}) on the same data "
-            f"window; the gate allows at most {max_ndcg_drop:.0%}: previous tables kept"
+            f"{drop:.0%} below the last published run {baseline_run}'s champion on the same data window "
+            f"({baseline_value:.4f}, re-scored on this run's validation window); the gate allows at most "
+            f"{max_ndcg_drop:.0%}: previous tables kept"
         )
     return True, (
         f"{champion.model} {CHAMPION_METRIC}={champion.value:.4f} >= {floor:.4f} "
-        f"({1 - max_ndcg_drop:.0%} of run {baseline_run}'s {baseline_value:.4f})"
+        f"({1 - max_ndcg_drop:.0%} of run {baseline_run}'s champion, {baseline_value:.4f} on this window)"
     )
 
 
@@ -174,12 +187,13 @@ def decide_champion(
     candidates: list[str],
     max_ndcg_drop: float,
     repurchase: bool,
+    baseline: tuple[str, float] | None,
     noise_se: float = DEFAULT_NOISE_SE,
 ) -> ChampionDecision:
-    """Choose the champion of ``run_id``, judge it against the last publication, record the decision."""
+    """Choose the champion of ``run_id``, judge it against ``baseline`` (the last published champion
+    re-scored on this run's validation window: ``evaluate.assets.incumbent_baseline``), record the decision."""
     champion = select_champion(con, run_id, candidates, noise_se)
     window = data_window(con)
-    baseline = last_publication(con, window)
     passed, reason = gate_verdict(champion, baseline, max_ndcg_drop)
     decision = ChampionDecision(
         run_id=run_id,

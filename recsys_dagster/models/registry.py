@@ -273,25 +273,36 @@ def registered_models(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 def load_latest(con: duckdb.DuckDBPyConnection, model: str) -> LoadedModel:
     """The newest registered artifact of ``model`` (versions sort by training time)."""
+    loaded = load_registered(con, model)
+    if loaded is None:
+        raise LookupError(
+            f"no trained artifact of {model!r} in ml.model_registry (or its directory is gone): "
+            f"materialize the {model} asset first"
+        )
+    return loaded
+
+
+def load_registered(con: duckdb.DuckDBPyConnection, model: str, model_version: str | None = None) -> LoadedModel | None:
+    """The registered artifact ``model_version`` of ``model`` (default: the newest), or None when the
+    registry has no such row or its directory is gone from disk (e.g. removed by hand)."""
     if model not in MODEL_SPECS:
         raise ValueError(f"unknown model {model!r}; expected one of {MODEL_NAMES}")
-    row = (
-        con.execute(
+    rows = (
+        con.execute(  # fetchall: a half-read result would block the connection's next register()
             """
             SELECT model_version, artifact_dir, params_json FROM ml.model_registry
-            WHERE model = ? ORDER BY trained_at DESC, model_version DESC LIMIT 1
+            WHERE model = $model AND ($version IS NULL OR model_version = $version)
+            ORDER BY trained_at DESC, model_version DESC LIMIT 1
             """,
-            [model],
-        ).fetchone()
+            {"model": model, "version": model_version},
+        ).fetchall()
         if _registry_exists(con)
-        else None
+        else []
     )
-    if row is None:
-        raise LookupError(f"no trained artifact of {model!r} in ml.model_registry: materialize the {model} asset first")
-    model_version, artifact_dir, params_json = row
-    return LoadedModel(
-        model=model, model_version=model_version, artifact_dir=Path(artifact_dir), params=json.loads(params_json)
-    )
+    if not rows or not Path(rows[0][1]).is_dir():
+        return None
+    version, artifact_dir, params_json = rows[0]
+    return LoadedModel(model=model, model_version=version, artifact_dir=Path(artifact_dir), params=json.loads(params_json))
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The publishing gate and the catalog rules, on real Taobao histories run through the real assets.
 
-A first run publishes; a second run on the same data whose only candidate is a deliberately degraded
+A first run publishes; a second run -- on the same data, or on the next night's -- whose only candidate is a deliberately degraded
 ALS (1 factor, 0 iterations: random factors) must be refused by the blocking ``champion_gate`` check,
 leave the serving file byte-for-byte untouched and say why in the check, the decision table and the
 run's tags.
@@ -18,6 +18,7 @@ from dagster import DagsterInstance, materialize
 from recsys_dagster.evaluate.assets import model_evaluation
 from recsys_dagster.models.assets import MODEL_ASSETS, validation_split
 from recsys_dagster.publish.assets import GATE_TAG, champion_gate, publish_recommendations
+from recsys_dagster.models.marts import DEFAULT_EVENT_WEIGHTS, MART_STATEMENTS, QUANTILE_CUTOFF, execute_with_parameters
 from tests.models.conftest import build_marts, pipeline_resources
 
 #: Taobao UserBehavior (header-less: user, item, category, behaviour, unix seconds) as canonical events.
@@ -79,7 +80,29 @@ def check_evaluation(result, name: str):
     return evaluation
 
 
-def test_gate_refuses_a_degraded_champion_and_keeps_the_published_file(taobao_db: Path, tmp_path: Path) -> None:
+def same_data(database: Path) -> None:
+    """A re-run on the warehouse as it is."""
+
+
+def next_night(database: Path) -> None:
+    """The next night: one more user's events arrived (every mart rebuilt, so both cutoffs and the
+    content hash of the interactions change): the gate must still compare like for like."""
+    with duckdb.connect(str(database)) as con:
+        con.execute("ALTER TABLE stg_interactions RENAME TO events")  # what MART_STATEMENTS read (and rename back)
+        con.execute(
+            "INSERT INTO events SELECT 'newcomer', item_id, event_type, rating, event_time + INTERVAL 1 DAY "
+            "FROM events WHERE user_id = (SELECT min(user_id) FROM events)"
+        )
+        for statement in MART_STATEMENTS:
+            if statement.startswith("CREATE TABLE "):
+                con.execute(f"DROP TABLE {statement.split()[2]}")
+            execute_with_parameters(con, statement.replace("{cutoff}", QUANTILE_CUTOFF), DEFAULT_EVENT_WEIGHTS)
+
+
+@pytest.mark.parametrize("between_runs", [same_data, next_night])
+def test_gate_refuses_a_degraded_champion_and_keeps_the_published_file(
+    taobao_db: Path, tmp_path: Path, between_runs
+) -> None:
     instance = DagsterInstance.ephemeral()
     first = run(taobao_db, tmp_path, instance, only_als())
     assert first.success
@@ -88,7 +111,9 @@ def test_gate_refuses_a_degraded_champion_and_keeps_the_published_file(taobao_db
     before = digest(serving)
     with duckdb.connect(str(taobao_db), read_only=True) as con:
         published_value = con.execute("SELECT value FROM ml.published_runs").fetchall()
+        first_window = con.execute("SELECT data_window FROM ml.published_runs").fetchone()[0]
     assert len(published_value) == 1 and published_value[0][0] > 0
+    between_runs(taobao_db)
 
     second = run(taobao_db, tmp_path, instance, only_als(factors=1, iterations=0))
 
@@ -103,10 +128,15 @@ def test_gate_refuses_a_degraded_champion_and_keeps_the_published_file(taobao_db
         decisions = con.execute(
             "SELECT passed, value, baseline_value, baseline_run_id FROM ml.champion_decisions ORDER BY decided_at"
         ).fetchall()
+        windows = [row[0] for row in con.execute("SELECT data_window FROM ml.champion_decisions ORDER BY decided_at").fetchall()]
         n_published = con.execute("SELECT count(*) FROM ml.published_runs").fetchone()[0]
     assert [row[0] for row in decisions] == [True, False]
     assert decisions[1][1] < 0.8 * decisions[1][2] and decisions[1][3] == first.run_id
     assert n_published == 1
+    # the baseline is the published ALS scored on the second run's own validation window
+    assert (windows[1] == first_window) is (between_runs is same_data)
+    if between_runs is same_data:
+        assert decisions[1][2] == pytest.approx(published_value[0][0])
 
 
 def test_catalog_rules_and_the_repurchase_policy(
