@@ -57,7 +57,7 @@ from recsys_dagster.models.repeat import PLAIN_OWN_FIRST, RepeatAwareConfig, ite
 from recsys_dagster.models.svd import holdout_ratings, training_ratings
 from recsys_dagster.models.tuning import ALS_GRID, SVD_GRID, TuningConfig, sampled_grid, warm_validation_ndcg
 from recsys_dagster.models.validation import VALIDATION_TRAIN_TABLE
-from recsys_dagster.settings import PROJECT_ROOT, REPURCHASE_ENV
+from recsys_dagster.settings import DEFAULT_MIN_ITEMS_FOR_MODEL, MIN_ITEMS_ENV, PROJECT_ROOT, REPURCHASE_ENV
 
 SHARED = Path(os.environ.get("RECSYS_SHARED_DATASETS", PROJECT_ROOT.parent / "shared" / "datasets"))
 BOOTSTRAP_SAMPLES = 1000
@@ -85,6 +85,9 @@ class ImplicitDataset:
     split: str
     repurchase: bool
     cutoff_sql: str = QUANTILE_CUTOFF
+    #: The shop's ``RECSYS_MIN_ITEMS_FOR_MODEL``: below it a user is served the fallback list, in the
+    #: test figures as in publishing.
+    min_items_for_model: int = DEFAULT_MIN_ITEMS_FOR_MODEL
     notes: list[str] = field(default_factory=list)
 
 
@@ -103,7 +106,10 @@ ONLINE_RETAIL = ImplicitDataset(
     split="no dates in this file: events ordered by InvoiceNo (invoice rank = minutes after 2010-12-01); "
     "test = last 20% of purchases, validation = last 20% of the rest",
     repurchase=True,
-    notes=["repurchase policy ON (wholesale shop): bought items may be recommended again"],
+    min_items_for_model=1,
+    notes=["repurchase policy ON (wholesale shop): bought items may be recommended again",
+           "RECSYS_MIN_ITEMS_FOR_MODEL=1 (a small B2B shop): a customer with one earlier purchase is served the "
+           "model's list"],
 )
 
 YOOCHOOSE = ImplicitDataset(
@@ -149,7 +155,9 @@ YOOCHOOSE = ImplicitDataset(
     "clicks is the known history, the second half the holdout; validation: the sessions starting in train_full's "
     "last 20% split the same way (their first halves before their second halves, the window)",
     repurchase=True,
-    notes=["views only, so nothing is 'purchased': the repurchase policy changes nothing here"],
+    min_items_for_model=1,
+    notes=["views only, so nothing is 'purchased': the repurchase policy changes nothing here",
+           "RECSYS_MIN_ITEMS_FOR_MODEL=1 (sessions): a session's one click so far is what its list is made from"],
 )
 
 TAOBAO = ImplicitDataset(
@@ -291,6 +299,7 @@ def run_implicit(dataset: ImplicitDataset, scratch: Path) -> DatasetResult:
     database = build_marts(folder / "warehouse.duckdb", dataset.events_sql, dataset.source, dataset.cutoff_sql)
     resources = pipeline_resources(database, folder / "models")
     os.environ[REPURCHASE_ENV] = str(dataset.repurchase).lower()  # the shop's one policy, for tuning and evaluation
+    os.environ[MIN_ITEMS_ENV] = str(dataset.min_items_for_model)  # who is served the model's list, as published
     tuning_config = {"ops": {"model_tuning": {"config": TUNING_BUDGET}}}
     assert materialize([validation_split, model_tuning], resources=resources, run_config=tuning_config).success
     result = materialize([*MODEL_ASSETS, model_evaluation], resources=resources)

@@ -113,6 +113,23 @@ def repurchase_policy() -> bool:
         raise ValueError(f"{REPURCHASE_ENV}={value!r} is not a boolean: use true or false") from None
 
 
+#: Fewest distinct items a user needs to be served the champion's list (fewer: the fallback list), one
+#: setting for evaluation and publishing. 2 (the default) suits large shops of anonymous visitors, most of
+#: them with one or two events (RetailRocket: 1.4M visitors), where one interaction says little and
+#: skipping those users halves what a full refresh scores; 1 suits sessions and small B2B catalogs,
+#: where the one item a user touched is the best evidence of what comes next.
+MIN_ITEMS_ENV = "RECSYS_MIN_ITEMS_FOR_MODEL"
+DEFAULT_MIN_ITEMS_FOR_MODEL = 2
+
+
+def min_items_for_model() -> int:
+    """``RECSYS_MIN_ITEMS_FOR_MODEL`` (a whole number >= 1; default 2)."""
+    value = os.environ.get(MIN_ITEMS_ENV) or str(DEFAULT_MIN_ITEMS_FOR_MODEL)
+    if not value.strip().isdigit() or int(value) < 1:
+        raise ValueError(f"{MIN_ITEMS_ENV}={value!r} is not a whole number >= 1")
+    return int(value)
+
+
 def duckdb_temp_dir(database: str | Path) -> Path:
     """DuckDB's spill directory for ``database``: ``RECSYS_DUCKDB_TEMP_DIR`` or ``<database>.tmp``."""
     configured = os.environ.get(TEMP_DIR_ENV)

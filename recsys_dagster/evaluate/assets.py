@@ -11,12 +11,15 @@ Protocol (mirrors what gets published, so the numbers describe the published lis
 - users the model does not know ("cold") get the fallback list instead, and short lists are
   completed from it, by the same ``FallbackLists`` SQL that publishing runs (recent
   popularity in the category the user browsed last before the window, then global popularity);
+  on the TEST window, as publishing serves them, users with fewer than ``min_items_for_model()``
+  items (``RECSYS_MIN_ITEMS_FOR_MODEL``) get the fallback list too, so its figures are those of
+  the lists the shop would show; on the VALIDATION window every user the model knows gets its list;
 - relevant = every item the user touched in the window, and (suffix ``_new_items``) only items
   the user had not touched in the train period;
 - metrics at K = 10 and 20, plus ``n_eval_users`` / ``n_cold_users`` and the standard error of
   NDCG@10 over users (``ndcg@10_se``) as metric rows; ``ndcg@10_served`` (+ ``_se``,
   ``n_served_users``) is NDCG@10 over the users publishing serves the model's list to (at least
-  ``MIN_ITEMS_FOR_MODEL`` items before the window; all users when none has), which the champion rule reads; the rating
+  ``settings.min_items_for_model()`` items before the window; all users when none has), which the champion rule reads; the rating
   model (SVD) is also scored on RMSE/MAE over window pairs with a rating (given or derived).
 Metric names: ``[val_]<metric>@<K>[_new_items]``, e.g. ``val_ndcg@10``, ``ndcg@20_new_items``.
 """
@@ -46,7 +49,6 @@ from recsys_dagster.evaluate.plots import history_markdown
 from recsys_dagster.metadata import frame_preview, timed
 from recsys_dagster.models.fallback import (
     DEFAULT_FALLBACK_RECENT_DAYS,
-    MIN_ITEMS_FOR_MODEL,
     FallbackLists,
     popular_ranking,
     ranking_depth,
@@ -64,7 +66,7 @@ from recsys_dagster.models.registry import (
 from recsys_dagster.models.svd import holdout_ratings, validation_ratings
 from recsys_dagster.models.validation import VALIDATION_HOLDOUT_TABLE, VALIDATION_TRAIN_TABLE
 from recsys_dagster.resources import WAREHOUSE_POOL, WarehouseResource
-from recsys_dagster.settings import repurchase_policy
+from recsys_dagster.settings import min_items_for_model, repurchase_policy
 
 EVAL_KS = (10, 20)
 EVAL_K = EVAL_KS[0]
@@ -95,11 +97,15 @@ class Window:
     train_table: str
     relevant_table: str
     ratings: Callable[[duckdb.DuckDBPyConnection], pd.DataFrame]
+    #: True: users below ``min_items_for_model()`` get the fallback list, as publishing serves them (the
+    #: test window reports what the shop would show). False: every user the model knows gets its list
+    #: (the validation window judges the models; the champion rule then reads the served users).
+    as_published: bool
 
 
 WINDOWS = (
-    Window("val_", "validation", VALIDATION_TRAIN_TABLE, VALIDATION_HOLDOUT_TABLE, validation_ratings),
-    Window("", "holdout", "fct_train_user_item", "fct_holdout_interactions", holdout_ratings),
+    Window("val_", "validation", VALIDATION_TRAIN_TABLE, VALIDATION_HOLDOUT_TABLE, validation_ratings, False),
+    Window("", "holdout", "fct_train_user_item", "fct_holdout_interactions", holdout_ratings, True),
 )
 
 
@@ -112,7 +118,7 @@ class WindowData:
     n_window_users: int  # users with an event in the window, before the evaluation cap
     exclude: pd.DataFrame
     train_users: np.ndarray
-    served_users: np.ndarray  # users with at least MIN_ITEMS_FOR_MODEL items in the train table
+    served_users: np.ndarray  # users with at least min_items_for_model() items: served the model's list
     n_catalog_items: int
     banned: list[str]
 
@@ -211,7 +217,7 @@ def load_window(
         exclude=owned_pairs(con, window.train_table, repurchase),
         train_users=con.execute(f"SELECT DISTINCT user_id FROM {window.train_table}").df()["user_id"].to_numpy(),
         served_users=con.execute(
-            f"SELECT user_id FROM {window.train_table} GROUP BY user_id HAVING count(*) >= ?", [MIN_ITEMS_FOR_MODEL]
+            f"SELECT user_id FROM {window.train_table} GROUP BY user_id HAVING count(*) >= ?", [min_items_for_model()]
         ).df()["user_id"].to_numpy(),
         n_catalog_items=int(con.execute(f"SELECT count(DISTINCT item_id) FROM {window.train_table}").fetchone()[0]),
         banned=unavailable_items(con),
@@ -227,10 +233,12 @@ def recommendations_with_fallback(
     n: int,
     recent_days: int = DEFAULT_FALLBACK_RECENT_DAYS,
 ) -> pd.DataFrame:
-    """The model's top-``n`` of the window's fit, completed as publishing completes it
-    (``FallbackLists`` over the window's users and train table)."""
+    """The model's top-``n`` of the window's fit, completed as publishing completes it (``FallbackLists``
+    over the window's users and train table); in a window ``as_published`` only the served users (at
+    least ``min_items_for_model()`` items) get the model's rows, everyone else the fallback list."""
     fit = data.window.fit
-    recs = loaded.recommend(users, n, fit=fit, exclude=data.exclude, banned_items=data.banned)
+    served = users[np.isin(users, data.served_users)] if data.window.as_published else users
+    recs = loaded.recommend(served, n, fit=fit, exclude=data.exclude, banned_items=data.banned)
     if fallback is None:
         return recs
     popular = popular_ranking(fallback, ranking_depth(2 * n, data.exclude), fit=fit, banned_items=data.banned)

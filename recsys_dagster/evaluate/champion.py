@@ -2,7 +2,7 @@
 
 Champion = the candidate with the best NDCG@10 on the VALIDATION window (the test window only
 reports, it never chooses), judged on the users the champion's list is served to: users with at
-least ``MIN_ITEMS_FOR_MODEL`` items before the window (publishing gives everyone else the fallback
+least ``settings.min_items_for_model()`` items before the window (publishing gives everyone else the fallback
 list whoever is champion, so their lists cannot tell the candidates apart, and a candidate must not
 win on lists nobody will be shown); all users when the window has none of them. With the
 one-standard-error rule: a candidate earlier in the preference

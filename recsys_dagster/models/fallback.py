@@ -39,10 +39,6 @@ def ranking_depth(n: int, owned: pd.DataFrame) -> int:
     return n + most_owned
 
 
-#: Users with fewer distinct items get the fallback list, not a model's: one interaction says too
-#: little for a personal ranking, and skipping them halves the users a full refresh scores.
-MIN_ITEMS_FOR_MODEL = 2
-
 #: The published list of every user of ``{users}`` (``dim_users`` when publishing), built in DuckDB
 #: from the champion's rows (``model_recs``: user_id, rank, item_id, score), the global popularity
 #: ranking (``popular``: rank, item_id), the pairs never to recommend (``owned``) and the user-item

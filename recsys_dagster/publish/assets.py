@@ -34,7 +34,6 @@ from pydantic import Field
 from recsys_dagster.evaluate.champion import ChampionDecision, latest_decision, record_publication
 from recsys_dagster.metadata import frame_preview, timed
 from recsys_dagster.models.fallback import (
-    MIN_ITEMS_FOR_MODEL,
     FallbackLists,
     popular_ranking,
     ranking_depth,
@@ -56,6 +55,7 @@ from recsys_dagster.publish.serving import (
     publish_serving_file,
 )
 from recsys_dagster.resources import WAREHOUSE_POOL, RecsysPaths, WarehouseResource
+from recsys_dagster.settings import min_items_for_model
 
 class PublishConfig(Config):
     """How much of each table to publish (20 recommendations per user is fixed by the SQL contract)."""
@@ -288,7 +288,7 @@ def publish_recommendations(
             owned = purchased.iloc[0:0] if decision.repurchase else purchased
             banned = unavailable_items(con)
             warm_users = con.execute(
-                "SELECT user_id FROM dim_users WHERE n_items >= ?", [MIN_ITEMS_FOR_MODEL]
+                "SELECT user_id FROM dim_users WHERE n_items >= ?", [min_items_for_model()]
             ).df()["user_id"]
             items = con.execute("SELECT item_id, name, category, price FROM dim_items").df()
             runs = con.execute("SELECT * FROM ml.evaluation_runs").df()

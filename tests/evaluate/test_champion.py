@@ -17,7 +17,7 @@ from recsys_dagster.evaluate.champion import (
     select_champion,
 )
 from recsys_dagster.models.registry import MODEL_NAMES
-from recsys_dagster.settings import REPURCHASE_ENV, repurchase_policy
+from recsys_dagster.settings import MIN_ITEMS_ENV, REPURCHASE_ENV, min_items_for_model, repurchase_policy
 
 ROWS = [
     # run_id, model, model_version, metric, value, evaluated_at
@@ -126,3 +126,20 @@ def test_the_champion_metric_counts_the_users_served_the_models_list() -> None:
     everyone = served_scores(per_user, np.array([], dtype=object), "")
     assert everyone == pytest.approx({"ndcg@10_served": 0.375, "ndcg@10_served_se": np.sqrt(0.6875 / 3 / 4),
                                       "n_served_users": 0})
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, 2), ("", 2), ("1", 1), (" 3 ", 3), ("0", None), ("-1", None),
+                                                 ("two", None), ("1.5", None)])
+def test_one_minimum_of_items_for_the_models_list_per_shop(
+    value: str | None, expected: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Evaluation and publishing read the same setting; a value that is not a whole number >= 1 is refused."""
+    if value is None:
+        monkeypatch.delenv(MIN_ITEMS_ENV, raising=False)
+    else:
+        monkeypatch.setenv(MIN_ITEMS_ENV, value)
+    if expected is None:
+        with pytest.raises(ValueError, match=MIN_ITEMS_ENV):
+            min_items_for_model()
+    else:
+        assert min_items_for_model() == expected

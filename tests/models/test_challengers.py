@@ -12,6 +12,7 @@ import pytest
 from dagster import materialize
 from scipy.sparse import csr_matrix
 
+from recsys_dagster.evaluate.assets import FALLBACK_MODEL, WINDOWS, load_window, recommendations_with_fallback
 from recsys_dagster.models.artifacts import FitArrays
 from recsys_dagster.models.assets import als_model, model_tuning, repeat_aware_model
 from recsys_dagster.models.baselines import UserKnnConfig, fit_user_knn, score_user_knn
@@ -34,6 +35,7 @@ from recsys_dagster.models.tuning import (
     warm_validation_ndcg,
 )
 from recsys_dagster.models.validation import recovered_event_weights
+from recsys_dagster.settings import MIN_ITEMS_ENV
 
 PAIRS = [("a", "x", 1), ("a", "y", 1), ("b", "x", 1), ("b", "y", 1), ("b", "z", 2), ("c", "z", 1), ("d", "x", 1)]
 
@@ -291,3 +293,26 @@ def test_tuning_selects_on_validation_and_sets_the_next_runs_defaults(
     chosen = json.loads(repeat_trials.loc[repeat_trials["selected"], "params_json"].iloc[0])
     assert chosen == {**json.loads(best["params_json"]), **{k: chosen[k] for k in REPEAT_GRID}}  # on ALS's choice
     assert {k: repeat.params[k] for k in chosen} == chosen
+
+
+@pytest.mark.parametrize("min_items", [1, 2, 3])
+def test_the_test_window_gives_the_models_list_only_to_the_users_publishing_serves(
+    retail_con, monkeypatch: pytest.MonkeyPatch, min_items: int
+) -> None:
+    """Test-window figures are those of the published lists: below ``RECSYS_MIN_ITEMS_FOR_MODEL`` items
+    a user gets the fallback list (score NULL), as publishing serves them; the validation window
+    judges the model on every user it knows."""
+    monkeypatch.setenv(MIN_ITEMS_ENV, str(min_items))
+    als, fallback = load_latest(retail_con, "als_model"), load_latest(retail_con, FALLBACK_MODEL)
+    for window in WINDOWS:
+        data = load_window(retail_con, window, repurchase=False)
+        known = data.relevant.loc[data.relevant["user_id"].isin(data.train_users), "user_id"].unique().astype(str)
+        lists = recommendations_with_fallback(retail_con, als, fallback, known, data, 10)
+        scored = lists.groupby("user_id")["score"].apply(lambda scores: scores.notna().any())
+        n_items = retail_con.execute(
+            f"SELECT user_id, count(*) AS n FROM {window.train_table} GROUP BY user_id"
+        ).df().set_index("user_id")["n"]
+        expected = n_items.reindex(scored.index) >= min_items if window.as_published else scored.index.notna()
+        assert scored.to_numpy().tolist() == list(expected), window.prefix
+        if window.as_published and min_items == 3:  # the sample's warm test users have 2 items or more
+            assert not scored.all() and scored.any()  # both kinds of user occur in this window
