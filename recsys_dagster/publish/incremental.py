@@ -101,8 +101,11 @@ class Publication:
 
 
 def live_publication(serving_path: Path) -> Publication | None:
-    """The champion of the live serving file (None: nothing published, or not a serving file).
+    """The champion of the live serving file (None: nothing published: no file, no
+    recs.user_recommendations in it, or no row in it).
 
+    Any other ``duckdb.Error`` is raised: a file that is not a readable DuckDB database, or a table
+    without the contract's columns, is a fault to report, not "nothing published".
     Safe to call from the sensor while runs publish: the live file is never written in place (a new
     version is built beside it and renamed over it), so a read-only open never waits for a writer.
     """
@@ -111,14 +114,21 @@ def live_publication(serving_path: Path) -> Publication | None:
     try:
         with duckdb.connect(str(serving_path), read_only=True) as con:
             row = con.execute(f"SELECT model, model_version FROM {USER_RECOMMENDATIONS} LIMIT 1").fetchone()
-    except duckdb.Error:
+    except duckdb.CatalogException:
         return None
     return Publication(*row) if row else None
 
 
 def full_refresh_reason(serving_path: Path, models_dir: Path) -> str | None:
-    """Why a new file must go through the full refresh (None: the incremental run can take it)."""
-    publication = live_publication(serving_path)
+    """Why a new file must go through the full refresh (None: the incremental run can take it).
+
+    An unreadable live file also sends it there (the full refresh writes a new file and swaps it in),
+    and the reason carries DuckDB's error, so whoever reads the sensor's log or the run's tags sees why.
+    """
+    try:
+        publication = live_publication(serving_path)
+    except duckdb.Error as error:
+        return f"the live serving file {serving_path} could not be read: {error}"
     if publication is None:
         return "nothing is published yet"
     if publication.model not in USER_SIDE_UPDATES:
