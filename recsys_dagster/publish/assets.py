@@ -263,7 +263,8 @@ def published_summary(serving_path: Path) -> tuple[int, int, pd.DataFrame]:
             "user_recommendations",
             group_name="publish",
             deps=[AssetKey("model_evaluation"), AssetKey("dim_users"), AssetKey("fct_user_item_interactions")],
-            description="recs.user_recommendations: the champion's top 20 per known user, never a purchased or unavailable item.",
+            description="recs.user_recommendations: the champion's top 20 per known user, "
+            "never a purchased or unavailable item.",
         ),
         AssetSpec(
             "similar_items",

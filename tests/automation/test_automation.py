@@ -120,7 +120,10 @@ def table_without_the_contract_columns(serving: Path) -> None:
 @pytest.mark.parametrize(
     ("make_serving_file", "reason"),
     [
-        (garbage_bytes, r"^the live serving file .*serving\.duckdb could not be read: IO Error: .*not a valid DuckDB database file"),
+        (
+            garbage_bytes,
+            r"^the live serving file .*serving\.duckdb could not be read: IO Error: .*not a valid DuckDB database file",
+        ),
         (table_without_the_contract_columns, r"could not be read: Binder Error: .*\"model\" not found"),
         (database_without_the_table, r"^nothing is published yet$"),
     ],

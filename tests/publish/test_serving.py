@@ -148,7 +148,11 @@ def _recommend_sold_out(table: str, column: str) -> dict[str, pd.DataFrame]:
 
 @pytest.mark.parametrize(
     ("table", "column"),
-    [("recs.user_recommendations", "item_id"), ("recs.similar_items", "similar_item_id"), ("recs.popular_items", "item_id")],
+    [
+        ("recs.user_recommendations", "item_id"),
+        ("recs.similar_items", "similar_item_id"),
+        ("recs.popular_items", "item_id"),
+    ],
 )
 def test_an_unavailable_item_is_refused_and_the_old_file_stays(tmp_path: Path, table: str, column: str) -> None:
     serving = tmp_path / "serving.duckdb"
