@@ -101,14 +101,16 @@ def drop_into_inbox(source: Path, inbox: Path) -> Path:
 
 def invariant_violations(run_dir: Path) -> list[str]:
     """The contract's invariants on the serving file after the increment (empty = all hold)."""
-    from recsys_dagster.publish.serving import check_invariants
+    from recsys_dagster.models.registry import unavailable_items
+    from recsys_dagster.publish.serving import Forbidden, check_invariants
 
     with duckdb.connect(str(run_dir / "warehouse.duckdb"), read_only=True) as con:
         purchased = con.execute(
             "SELECT user_id, item_id FROM fct_user_item_interactions WHERE n_transactions > 0 OR n_ratings > 0"
         ).df()
+        unavailable = unavailable_items(con)
     with duckdb.connect(str(run_dir / "serving.duckdb"), read_only=True) as con:
-        return [violation.name for violation in check_invariants(con, purchased)]
+        return [violation.name for violation in check_invariants(con, Forbidden(purchased, unavailable))]
 
 
 def run_benchmark(events: int, seed: int, day_events: int, scratch: Path) -> dict:

@@ -12,9 +12,10 @@ run targets that partition: the run list and the partition view show which file 
 the same partition can be re-run later. Which job a file gets is decided when it is seen
 (``full_refresh_reason``): ``incremental_refresh`` when the live serving file was published from a
 champion whose users can be refitted alone (ALS, repeat-aware) and its serving fit is on disk,
-``refresh_recommendations`` otherwise (the first file, another champion, a missing fit). The nightly
-schedule always runs the full refresh. A file whose name Dagster refuses as a partition key (it
-contains "..." or a control character) is skipped with a message asking to rename it.
+``refresh_recommendations`` otherwise (the first file, another champion, a missing fit, a serving
+file DuckDB cannot read), with the reason logged and in the runs' tag ``recsys/full_refresh_reason``.
+The nightly schedule always runs the full refresh. A file whose name Dagster refuses as a partition
+key (it contains "..." or a control character) is skipped with a message asking to rename it.
 """
 
 import json
@@ -73,20 +74,27 @@ def settled_files(inbox: Path, now: float, settle: float) -> list[InboxFile]:
     return found
 
 
-def run_request_for(file: InboxFile, job_name: str) -> RunRequest:
+#: Run tag of a full refresh the sensor chose: why the incremental refresh could not take the file.
+FULL_REFRESH_TAG = "recsys/full_refresh_reason"
+
+
+def run_request_for(file: InboxFile, job_name: str, tags: dict[str, str]) -> RunRequest:
     """One run of ``job_name`` on the file's partition: its ingest step loads exactly this file."""
     return RunRequest(
-        run_key=file.key, job_name=job_name, partition_key=file.path.name, tags={"recsys/inbox_file": file.path.name}
+        run_key=file.key, job_name=job_name, partition_key=file.path.name,
+        tags={"recsys/inbox_file": file.path.name, **tags},
     )
 
 
-def job_for_new_files(context: SensorEvaluationContext) -> str:
-    """The incremental refresh when the live publication allows one, else the full refresh (logged why)."""
+def job_for_new_files(context: SensorEvaluationContext) -> tuple[str, dict[str, str]]:
+    """The incremental refresh when the live publication allows one, else the full refresh and why:
+    logged, and tagged on its runs (``FULL_REFRESH_TAG``), where it outlasts the sensor's tick log
+    and the cause itself (an unreadable serving file is replaced by the full refresh's new one)."""
     reason = full_refresh_reason(settings.serving_path(), settings.models_dir())
     if reason is None:
-        return incremental_refresh.name
+        return incremental_refresh.name, {}
     context.log.info(f"full refresh: {reason}")
-    return refresh_recommendations.name
+    return refresh_recommendations.name, {FULL_REFRESH_TAG: reason}
 
 
 @sensor(
@@ -107,9 +115,9 @@ def inbox_sensor(context: SensorEvaluationContext) -> SensorResult | SkipReason:
     if not fresh:
         return SkipReason(f"no new settled file in {settings.inbox_dir()}")
     context.log.info(f"new inbox files: {[f.path.name for f in fresh]}")
-    job_name = job_for_new_files(context)
+    job_name, tags = job_for_new_files(context)
     return SensorResult(
-        run_requests=[run_request_for(f, job_name) for f in fresh],
+        run_requests=[run_request_for(f, job_name, tags) for f in fresh],
         dynamic_partitions_requests=[INPUT_FILES.build_add_request(sorted({f.path.name for f in fresh}))],
         cursor=json.dumps(sorted(seen | {f.key for f in fresh})),
     )

@@ -38,6 +38,7 @@ from recsys_dagster.models.fallback import (
     popular_ranking,
     ranking_depth,
 )
+from recsys_dagster.models.matrix import FIT_TABLES
 from recsys_dagster.models.registry import (
     LoadedModel,
     ensure_fit,
@@ -49,6 +50,7 @@ from recsys_dagster.models.scoring import ranks_within_rows
 from recsys_dagster.publish.serving import (
     PUBLISH_MEMORY_LIMIT,
     RECOMMENDATIONS_PER_USER,
+    Forbidden,
     PublishInvariantError,
     Query,
     export_parquet,
@@ -109,6 +111,15 @@ def category_neighbours(
     finally:
         con.unregister("known_items")
         con.unregister("banned")
+
+
+def forbidden_items(con: duckdb.DuckDBPyConnection, repurchase: bool) -> Forbidden:
+    """What the published lists must never contain, from the warehouse: the pairs the users own in the
+    serving mart (none under the shop's repurchase policy, which lets bought items come back) and the
+    items the catalog marks unavailable. The full and the incremental publish both build their lists
+    without these and check the result against them (``check_invariants``)."""
+    purchased = purchased_pairs(con, FIT_TABLES["serving"])
+    return Forbidden(purchased.iloc[0:0] if repurchase else purchased, unavailable_items(con))
 
 
 def candidate_items(con: duckdb.DuckDBPyConnection, share: float) -> list[str] | None:
@@ -252,7 +263,8 @@ def published_summary(serving_path: Path) -> tuple[int, int, pd.DataFrame]:
             "user_recommendations",
             group_name="publish",
             deps=[AssetKey("model_evaluation"), AssetKey("dim_users"), AssetKey("fct_user_item_interactions")],
-            description="recs.user_recommendations: the champion's top 20 per known user, never a purchased item.",
+            description="recs.user_recommendations: the champion's top 20 per known user, "
+            "never a purchased or unavailable item.",
         ),
         AssetSpec(
             "similar_items",
@@ -284,9 +296,8 @@ def publish_recommendations(
                 ensure_fit(con, loaded)  # the serving fit: only what is published pays for one
             # The shop's repurchase policy (recorded with the decision) decides whether bought items may
             # come back; with it on, the "never a purchased item" invariant has nothing to forbid.
-            purchased = purchased_pairs(con, "fct_user_item_interactions")
-            owned = purchased.iloc[0:0] if decision.repurchase else purchased
-            banned = unavailable_items(con)
+            forbidden = forbidden_items(con, decision.repurchase)
+            owned, banned = forbidden.purchased, forbidden.unavailable
             warm_users = con.execute(
                 "SELECT user_id FROM dim_users WHERE n_items >= ?", [min_items_for_model()]
             ).df()["user_id"]
@@ -311,7 +322,7 @@ def publish_recommendations(
                     similar, popular, items, runs, neighbours.model_version, generated_at,
                 )
                 try:
-                    counts = publish_serving_file(paths.serving_file(), tables, owned, source=con)
+                    counts = publish_serving_file(paths.serving_file(), tables, forbidden, source=con)
                 except PublishInvariantError as error:
                     context.instance.add_run_tags(context.run.run_id, {GATE_TAG: str(error)[:250]})
                     yield AssetCheckResult(

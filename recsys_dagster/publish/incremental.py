@@ -56,12 +56,13 @@ from recsys_dagster.models.als import WEIGHTINGS, AlsConfig
 from recsys_dagster.models.artifacts import FitArrays
 from recsys_dagster.models.fallback import FallbackLists, popular_ranking, ranking_depth
 from recsys_dagster.models.matrix import FIT_TABLES, load_matrix
-from recsys_dagster.models.registry import LoadedModel, ensure_fit, load_latest, purchased_pairs, unavailable_items
+from recsys_dagster.models.registry import LoadedModel, ensure_fit, load_latest
 from recsys_dagster.models.repeat import with_history_of
 from recsys_dagster.publish.assets import (
     GATE_TAG,
     PublishConfig,
     candidate_items,
+    forbidden_items,
     model_rows,
     user_recommendation_rows,
 )
@@ -69,6 +70,7 @@ from recsys_dagster.publish.serving import (
     INVARIANTS,
     RECOMMENDATIONS_PER_USER,
     SERVING_TABLES,
+    Forbidden,
     InvariantViolation,
     PublishInvariantError,
     _staging_file,
@@ -100,8 +102,11 @@ class Publication:
 
 
 def live_publication(serving_path: Path) -> Publication | None:
-    """The champion of the live serving file (None: nothing published, or not a serving file).
+    """The champion of the live serving file (None: nothing published: no file, no
+    recs.user_recommendations in it, or no row in it).
 
+    Any other ``duckdb.Error`` is raised: a file that is not a readable DuckDB database, or a table
+    without the contract's columns, is a fault to report, not "nothing published".
     Safe to call from the sensor while runs publish: the live file is never written in place (a new
     version is built beside it and renamed over it), so a read-only open never waits for a writer.
     """
@@ -110,14 +115,21 @@ def live_publication(serving_path: Path) -> Publication | None:
     try:
         with duckdb.connect(str(serving_path), read_only=True) as con:
             row = con.execute(f"SELECT model, model_version FROM {USER_RECOMMENDATIONS} LIMIT 1").fetchone()
-    except duckdb.Error:
+    except duckdb.CatalogException:
         return None
     return Publication(*row) if row else None
 
 
 def full_refresh_reason(serving_path: Path, models_dir: Path) -> str | None:
-    """Why a new file must go through the full refresh (None: the incremental run can take it)."""
-    publication = live_publication(serving_path)
+    """Why a new file must go through the full refresh (None: the incremental run can take it).
+
+    An unreadable live file also sends it there (the full refresh writes a new file and swaps it in),
+    and the reason carries DuckDB's error, so whoever reads the sensor's log or the run's tags sees why.
+    """
+    try:
+        publication = live_publication(serving_path)
+    except duckdb.Error as error:
+        return f"the live serving file {serving_path} could not be read: {error}"
     if publication is None:
         return "nothing is published yet"
     if publication.model not in USER_SIDE_UPDATES:
@@ -234,12 +246,11 @@ def drop_user_limit(con: duckdb.DuckDBPyConnection) -> None:
 def increment_lists(
     con: duckdb.DuckDBPyConnection, champion: LoadedModel, repurchase: bool, source_files: list[Path],
     config: PublishConfig,
-) -> tuple[pa.Table, pd.DataFrame, int]:
+) -> tuple[pa.Table, Forbidden, int]:
     """The published lists of the users who acted in ``source_files``, by the full publish's rules; also
-    the pairs never to recommend (the invariant's input) and how many users the champion scored."""
-    purchased = purchased_pairs(con, SERVING_TABLE)
-    owned = purchased.iloc[0:0] if repurchase else purchased
-    banned = unavailable_items(con)
+    what they must never contain (the invariants' input) and how many users the champion scored."""
+    forbidden = forbidden_items(con, repurchase)
+    owned, banned = forbidden.purchased, forbidden.unavailable
     popularity = load_latest(con, "popularity_model")
     ensure_fit(con, popularity)
     depth = max(config.popular_items, ranking_depth(2 * RECOMMENDATIONS_PER_USER, owned))
@@ -255,7 +266,7 @@ def increment_lists(
     finally:
         drop_user_limit(con)
     generated_at = datetime.now(UTC).replace(tzinfo=None)
-    return user_recommendation_rows(recs, champion, generated_at), owned, len(scored.fit_arrays("serving").user_ids)
+    return user_recommendation_rows(recs, champion, generated_at), forbidden, len(scored.fit_arrays("serving").user_ids)
 
 
 #: The contract's tables that hold recommendations (the invariants read all three).
@@ -264,29 +275,30 @@ RECOMMENDATION_TABLES = ("recs.user_recommendations", "recs.similar_items", "rec
 WHOLE_TABLE_INVARIANT = "single_model_version"
 
 
-def replacing_rows_violations(rows: pa.Table, purchased: pd.DataFrame) -> list[InvariantViolation]:
+def replacing_rows_violations(rows: pa.Table, forbidden: Forbidden) -> list[InvariantViolation]:
     """``check_invariants`` on the replacing rows alone, in a scratch database with the contract's tables.
 
     Every invariant but one model_version is a property of each user's rows (ranks, duplicates,
-    purchased items, NULL ids, finite scores); the rows kept passed them when they were published and
-    are unchanged, so checking the new rows proves the table, at a cost that grows with the increment
-    rather than with every published row."""
+    purchased or unavailable items, NULL ids, finite scores); the rows kept passed them when they were
+    published and are unchanged, so checking the new rows proves the table, at a cost that grows with
+    the increment rather than with every published row. (An item the catalog marked unavailable since
+    then leaves the kept rows at the nightly full refresh.)"""
     with duckdb.connect() as scratch:
         scratch.execute("CREATE SCHEMA recs")
         for table in RECOMMENDATION_TABLES:
             scratch.execute(f"CREATE TABLE {table} ({', '.join(f'{n} {kind}' for n, kind in SERVING_TABLES[table])})")
         scratch.register("incoming", rows)
         scratch.execute(f"INSERT INTO {USER_RECOMMENDATIONS} BY NAME SELECT * FROM incoming")
-        return check_invariants(scratch, purchased)
+        return check_invariants(scratch, forbidden)
 
 
 def increment_violations(
-    con: duckdb.DuckDBPyConnection, rows: pa.Table, purchased: pd.DataFrame
+    con: duckdb.DuckDBPyConnection, rows: pa.Table, forbidden: Forbidden
 ) -> list[InvariantViolation]:
     """Every invariant the staged table breaks after the swap of ``rows`` (empty = publishable)."""
     whole_table = con.execute(INVARIANTS[WHOLE_TABLE_INVARIANT]).fetchone()[0]
     spanning = [InvariantViolation(WHOLE_TABLE_INVARIANT, int(whole_table))] if whole_table else []
-    return spanning + [v for v in replacing_rows_violations(rows, purchased) if v.name != WHOLE_TABLE_INVARIANT]
+    return spanning + [v for v in replacing_rows_violations(rows, forbidden) if v.name != WHOLE_TABLE_INVARIANT]
 
 
 @dataclass(frozen=True)
@@ -298,7 +310,7 @@ class Replacement:
     rows_total: int
 
 
-def replace_user_rows(serving_path: Path, users: pd.Index, rows: pa.Table, purchased: pd.DataFrame) -> Replacement:
+def replace_user_rows(serving_path: Path, users: pd.Index, rows: pa.Table, forbidden: Forbidden) -> Replacement:
     """Swap ``users``' rows of recs.user_recommendations for ``rows`` in a copy of the live serving
     file (one transaction), check the contract's invariants (``increment_violations``), then rename the
     copy over the live file. Raises ``PublishInvariantError`` (live file untouched) when a check fails."""
@@ -312,7 +324,7 @@ def replace_user_rows(serving_path: Path, users: pd.Index, rows: pa.Table, purch
                 f"DELETE FROM {USER_RECOMMENDATIONS} WHERE user_id IN (SELECT user_id FROM replaced_users)"
             ).fetchone()[0]
             inserted = con.execute(f"INSERT INTO {USER_RECOMMENDATIONS} BY NAME SELECT * FROM incoming").fetchone()[0]
-            violations = increment_violations(con, rows, purchased)
+            violations = increment_violations(con, rows, forbidden)
             if violations:
                 con.rollback()
                 raise PublishInvariantError(
@@ -327,14 +339,14 @@ def replace_user_rows(serving_path: Path, users: pd.Index, rows: pa.Table, purch
 
 
 def republish(
-    context: AssetExecutionContext, paths: RecsysPaths, users: pd.Index, rows: pa.Table, purchased: pd.DataFrame
+    context: AssetExecutionContext, paths: RecsysPaths, users: pd.Index, rows: pa.Table, forbidden: Forbidden
 ) -> Replacement:
     """``replace_user_rows`` on the live serving file (nothing to do for a file that changed no user);
     a broken invariant tags the run as publishing does and fails it with the old tables in place."""
     if not len(users):
         return Replacement(0, 0, 0)
     try:
-        return replace_user_rows(paths.serving_file(), users, rows, purchased)
+        return replace_user_rows(paths.serving_file(), users, rows, forbidden)
     except PublishInvariantError as error:
         context.instance.add_run_tags(context.run.run_id, {GATE_TAG: str(error)[:250]})
         raise Failure(description=f"{error}; previous tables kept", metadata={"reason": str(error)}) from error
@@ -368,10 +380,10 @@ def recommendations_increment(
                 champion, repurchase = published_champion(con, publication)
             steps["find_users_s"] = watch.seconds
             with timed() as watch:
-                rows, purchased, model_users = increment_lists(con, champion, repurchase, source_files, config)
+                rows, forbidden, model_users = increment_lists(con, champion, repurchase, source_files, config)
             steps["refit_and_score_s"] = watch.seconds
         with timed() as watch:
-            replaced = republish(context, paths, users, rows, purchased)
+            replaced = republish(context, paths, users, rows, forbidden)
         steps["republish_s"] = watch.seconds
         with timed() as watch:
             exported = (

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +84,24 @@ class InvariantViolation:
     offending_rows: int
 
 
+@dataclass(frozen=True)
+class Forbidden:
+    """What no published list may contain: the (user_id, item_id) pairs in ``purchased`` (never
+    recommended to that user; empty under the shop's repurchase policy) and the ``unavailable`` items
+    (never recommended to anyone). The lists are built without them; the invariants check it again."""
+
+    purchased: pd.DataFrame
+    unavailable: Sequence[str]
+
+    def relations(self) -> dict[str, pd.DataFrame | pa.Table]:
+        """name -> relation the ``INVARIANTS`` SQL reads (registered only while they run): small
+        next to the tables, so each check is a hash join whose table is built from them."""
+        return {
+            "purchased": self.purchased[["user_id", "item_id"]],
+            "unavailable": pa.table({"item_id": pa.array(list(self.unavailable), pa.string())}),
+        }
+
+
 #: name -> SQL counting rows that break it (run inside the new serving file, before the swap).
 INVARIANTS: dict[str, str] = {
     "ranks_without_gaps": """
@@ -104,6 +122,12 @@ INVARIANTS: dict[str, str] = {
     "never_a_purchased_item": """
         SELECT count(*) FROM recs.user_recommendations r
         JOIN purchased p USING (user_id, item_id)""",
+    # What is recommended: a list's items, a neighbour, a popular item. similar_items.item_id is the
+    # item whose page shows the neighbours, and an unavailable item may still have one.
+    "never_an_unavailable_item": """
+        SELECT (SELECT count(*) FROM recs.user_recommendations SEMI JOIN unavailable USING (item_id))
+             + (SELECT count(*) FROM recs.similar_items s SEMI JOIN unavailable u ON s.similar_item_id = u.item_id)
+             + (SELECT count(*) FROM recs.popular_items SEMI JOIN unavailable USING (item_id))""",
     "finite_scores": """
         SELECT (SELECT count(*) FROM recs.user_recommendations WHERE isnan(score) OR isinf(score))
              + (SELECT count(*) FROM recs.similar_items WHERE isnan(score) OR isinf(score))
@@ -142,13 +166,16 @@ def _create_table(con: duckdb.DuckDBPyConnection, target: str, frame: Frame) -> 
         con.unregister("incoming")
 
 
-def check_invariants(con: duckdb.DuckDBPyConnection, purchased: pd.DataFrame) -> list[InvariantViolation]:
+def check_invariants(con: duckdb.DuckDBPyConnection, forbidden: Forbidden) -> list[InvariantViolation]:
     """Every published invariant that the tables in ``con`` break (empty list = publishable)."""
-    con.register("purchased", purchased[["user_id", "item_id"]])
+    relations = forbidden.relations()
+    for name, relation in relations.items():
+        con.register(name, relation)
     try:
         counts = {name: con.execute(sql).fetchall()[0][0] for name, sql in INVARIANTS.items()}
     finally:
-        con.unregister("purchased")
+        for name in relations:
+            con.unregister(name)
     return [InvariantViolation(name, int(count)) for name, count in counts.items() if count]
 
 
@@ -221,21 +248,21 @@ def _write_tables(
 def publish_serving_file(
     serving_path: Path,
     tables: dict[str, Frame],
-    purchased: pd.DataFrame,
+    forbidden: Forbidden,
     source: duckdb.DuckDBPyConnection | None = None,
 ) -> dict[str, int]:
     """Write ``tables`` into a new serving file, check the invariants, swap it in; row counts back.
 
-    ``purchased`` holds the (user_id, item_id) pairs that must never be recommended. ``source`` is
-    the connection ``Query`` tables run on (the warehouse): the new file is attached to it while
-    written, then checked on a connection of its own. Raises ``PublishInvariantError`` (leaving the
+    ``forbidden`` is what the lists must never contain (purchased pairs, unavailable items).
+    ``source`` is the connection ``Query`` tables run on (the warehouse): the new file is attached to
+    it while written, then checked on a connection of its own. Raises ``PublishInvariantError`` (leaving the
     live file untouched) when a check fails.
     """
     serving_path.parent.mkdir(parents=True, exist_ok=True)
     with _staging_file(serving_path) as staging:
         _write_tables(staging, serving_path, tables, source)
         with duckdb.connect(str(staging), config=serving_config(serving_path)) as con:
-            violations = check_invariants(con, purchased)
+            violations = check_invariants(con, forbidden)
             if violations:
                 raise PublishInvariantError(
                     "not published, invariants broken: "

@@ -4,8 +4,13 @@ freshness are attached where the operator's guide says they are."""
 from __future__ import annotations
 
 import os
+import re
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import duckdb
+import pytest
 
 from dagster import AssetKey, RunRequest, SkipReason, build_schedule_context, build_sensor_context
 from dagster._core.definitions.dependency import NodeHandle
@@ -13,7 +18,7 @@ from dagster._core.definitions.sensor_definition import SensorResult
 
 from recsys_dagster.automation.freshness import PUBLISHED_TABLES
 from recsys_dagster.automation.retries import STEP_RETRY_POLICY
-from recsys_dagster.automation.sensors import inbox_sensor
+from recsys_dagster.automation.sensors import FULL_REFRESH_TAG, inbox_sensor
 from recsys_dagster.definitions import defs
 from recsys_dagster.ingest.assets import INPUT_FILES
 
@@ -85,7 +90,8 @@ def test_sensor_requests_each_settled_file_once_as_a_partition(pipeline_env: Pat
     first = inbox_sensor(build_sensor_context())
     assert isinstance(first, SensorResult)
     assert [r.partition_key for r in first.run_requests] == ["events-2026-11-23.csv"]
-    assert first.run_requests[0].job_name == "refresh_recommendations"  # nothing published yet
+    assert first.run_requests[0].job_name == "refresh_recommendations"
+    assert first.run_requests[0].tags[FULL_REFRESH_TAG] == "nothing is published yet"  # no serving file
     [add] = first.dynamic_partitions_requests
     assert (add.partitions_def_name, list(add.partition_keys)) == ("input_files", ["events-2026-11-23.csv"])
 
@@ -96,6 +102,44 @@ def test_sensor_requests_each_settled_file_once_as_a_partition(pipeline_env: Pat
     marked = inbox_sensor(build_sensor_context(cursor=first.cursor))
     assert [r.tags["recsys/inbox_file"] for r in marked.run_requests] == ["still-writing.csv"]
     assert marked.run_requests[0].run_key != first.run_requests[0].run_key
+
+
+def garbage_bytes(serving: Path) -> None:
+    serving.write_bytes(b"\x00garbage, not a DuckDB file\xff" * 3)
+
+
+def database_without_the_table(serving: Path) -> None:
+    duckdb.connect(str(serving)).close()
+
+
+def table_without_the_contract_columns(serving: Path) -> None:
+    with duckdb.connect(str(serving)) as con:
+        con.execute("CREATE SCHEMA recs; CREATE TABLE recs.user_recommendations (user_id VARCHAR)")
+
+
+@pytest.mark.parametrize(
+    ("make_serving_file", "reason"),
+    [
+        (
+            garbage_bytes,
+            r"^the live serving file .*serving\.duckdb could not be read: IO Error: .*not a valid DuckDB database file",
+        ),
+        (table_without_the_contract_columns, r"could not be read: Binder Error: .*\"model\" not found"),
+        (database_without_the_table, r"^nothing is published yet$"),
+    ],
+)
+def test_the_full_refresh_run_says_why_the_live_file_allows_no_increment(
+    pipeline_env: Path, make_serving_file: Callable[[Path], None], reason: str
+) -> None:
+    make_serving_file(pipeline_env / "serving.duckdb")
+    day = pipeline_env / "inbox_dir" / "events-2026-11-23.csv"
+    day.write_text(EVENTS)
+    _age(day, 60)
+
+    [request] = inbox_sensor(build_sensor_context()).run_requests
+
+    assert request.job_name == "refresh_recommendations"
+    assert re.search(reason, request.tags[FULL_REFRESH_TAG], re.DOTALL), request.tags[FULL_REFRESH_TAG]
 
 
 def test_sensor_skips_names_that_cannot_be_partition_keys(pipeline_env: Path) -> None:

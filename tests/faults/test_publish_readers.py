@@ -21,6 +21,7 @@ import pytest
 from recsys_dagster.publish.serving import (
     RECOMMENDATIONS_PER_USER,
     SERVING_TABLES,
+    Forbidden,
     publish_serving_file,
     remove_leftover_staging_files,
 )
@@ -66,7 +67,7 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 60.0) -> No
         time.sleep(0.05)
 
 
-NO_PURCHASES = pd.DataFrame({"user_id": pd.Series(dtype=object), "item_id": pd.Series(dtype=object)})
+NOTHING_FORBIDDEN = Forbidden(pd.DataFrame({"user_id": pd.Series(dtype=object), "item_id": pd.Series(dtype=object)}), [])
 
 
 def test_a_polling_reader_never_sees_a_partial_or_mixed_version(
@@ -74,13 +75,13 @@ def test_a_polling_reader_never_sees_a_partial_or_mixed_version(
 ) -> None:
     serving, stop, report = tmp_path / "serving.duckdb", tmp_path / "stop", tmp_path / "reader.json"
     published = [version_tables(0, *sample_ids)[0]]
-    publish_serving_file(serving, version_tables(0, *sample_ids)[1], NO_PURCHASES)
+    publish_serving_file(serving, version_tables(0, *sample_ids)[1], NOTHING_FORBIDDEN)
     reader = subprocess.Popen([sys.executable, str(READER), str(serving), str(stop), str(report)])
     try:
         wait_for(report.with_suffix(".ready"), reader)
         for version in range(1, PUBLISHES + 1):
             model_version, tables = version_tables(version, *sample_ids)
-            publish_serving_file(serving, tables, NO_PURCHASES)
+            publish_serving_file(serving, tables, NOTHING_FORBIDDEN)
             published.append(model_version)
     finally:
         stop.touch()
@@ -104,7 +105,7 @@ def test_the_next_publish_removes_files_of_killed_publishes(
     unrelated = tmp_path / ".other.duckdb.0123abcd.tmp"
     unrelated.write_bytes(b"not ours")
 
-    publish_serving_file(serving, version_tables(1, *sample_ids)[1], NO_PURCHASES)
+    publish_serving_file(serving, version_tables(1, *sample_ids)[1], NOTHING_FORBIDDEN)
 
     assert [path for path in leftovers if path.exists()] == []
     assert unrelated.exists()

@@ -157,7 +157,8 @@ def test_catalog_rules_and_the_repurchase_policy(
     result = run(taobao_db, tmp_path, DagsterInstance.ephemeral())
 
     assert result.success
-    assert check_evaluation(result, "contract_invariants").passed
+    invariants = check_evaluation(result, "contract_invariants")
+    assert invariants.passed and invariants.metadata["banned_items"].value == 1  # checked against that item
     with duckdb.connect(str(tmp_path / "serving.duckdb"), read_only=True) as con:
         uses = con.execute(
             "SELECT (SELECT count(*) FROM recs.user_recommendations WHERE item_id = $i)"

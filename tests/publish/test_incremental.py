@@ -32,7 +32,7 @@ from recsys_dagster.publish.incremental import (
     recalculated_user_factors,
     replace_user_rows,
 )
-from recsys_dagster.publish.serving import PublishInvariantError, check_invariants
+from recsys_dagster.publish.serving import Forbidden, PublishInvariantError, check_invariants
 from recsys_dagster.settings import DATA_DIR
 from tests.conftest import isolate_pipeline
 
@@ -49,11 +49,14 @@ def serving_rows(root: Path) -> pd.DataFrame:
         return con.execute(f"SELECT {ALL_COLUMNS} FROM recs.user_recommendations ORDER BY user_id, rank").df()
 
 
-def purchased(root: Path) -> pd.DataFrame:
+def forbidden(root: Path, unavailable: list[str] | None = None) -> Forbidden:
+    """The warehouse's bought pairs and unavailable items (``unavailable``, if given, instead of the latter)."""
     with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as con:
-        return con.execute(
+        purchased = con.execute(
             "SELECT user_id, item_id FROM fct_user_item_interactions WHERE n_transactions > 0 OR n_ratings > 0"
         ).df()
+        marked = con.execute("SELECT item_id FROM dim_items WHERE available = false").df()["item_id"].tolist()
+    return Forbidden(purchased, marked if unavailable is None else unavailable)
 
 
 def run_job(name: str, instance: DagsterInstance, partition_key: str | None = None) -> ExecuteInProcessResult:
@@ -152,7 +155,7 @@ def test_every_other_user_is_byte_identical(increment: Increment) -> None:
 def test_the_contract_and_parquet_copy_hold_after_the_increment(increment: Increment) -> None:
     root = increment.root
     with duckdb.connect(str(root / "serving.duckdb"), read_only=True) as con:
-        assert check_invariants(con, purchased(root)) == []
+        assert check_invariants(con, forbidden(root)) == []
         columns = con.execute(
             "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'user_recommendations' "
             "ORDER BY ordinal_position"
@@ -173,16 +176,36 @@ def other_version(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.assign(model_version="another-version")
 
 
+def unchanged(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows
+
+
+def nothing_unavailable(rows: pd.DataFrame) -> list[str] | None:
+    return None  # the warehouse's catalog
+
+
+def top_item_unavailable(rows: pd.DataFrame) -> list[str]:
+    """The catalog marks the rows' rank-1 item unavailable (after the lists were made)."""
+    return rows.loc[rows["rank"] == 1, "item_id"].tolist()
+
+
 @pytest.mark.parametrize(
-    ("breakage", "invariant"),
-    [(duplicated, "no_duplicate_items_per_user"), (other_version, "single_model_version")],
+    ("breakage", "unavailable", "invariant"),
+    [
+        (duplicated, nothing_unavailable, "no_duplicate_items_per_user"),
+        (other_version, nothing_unavailable, "single_model_version"),
+        (unchanged, top_item_unavailable, r"never_an_unavailable_item \(1 rows\)$"),
+    ],
 )
-def test_a_broken_increment_leaves_the_live_file_alone(increment: Increment, tmp_path: Path, breakage, invariant) -> None:
+def test_a_broken_increment_leaves_the_live_file_alone(
+    increment: Increment, tmp_path: Path, breakage, unavailable, invariant
+) -> None:
     live = tmp_path / "serving.duckdb"
     live.write_bytes((increment.root / "serving.duckdb").read_bytes())
-    broken = pa.Table.from_pandas(breakage(increment.after[increment.after["user_id"] == NEW_USER]), preserve_index=False)
+    rows = increment.after[increment.after["user_id"] == NEW_USER]
+    broken = pa.Table.from_pandas(breakage(rows), preserve_index=False)
     with pytest.raises(PublishInvariantError, match=invariant):
-        replace_user_rows(live, pd.Index([NEW_USER]), broken, purchased(increment.root))
+        replace_user_rows(live, pd.Index([NEW_USER]), broken, forbidden(increment.root, unavailable(rows)))
     assert live.read_bytes() == (increment.root / "serving.duckdb").read_bytes()
     assert not list(tmp_path.glob(".serving.duckdb.*"))
 

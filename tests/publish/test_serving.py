@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from recsys_dagster.publish.serving import (
+    Forbidden,
     PublishInvariantError,
     Query,
     export_parquet,
@@ -47,11 +48,12 @@ def _tables(version: str, users: int = 50, per_user: int = 20) -> dict[str, pd.D
 
 
 NOTHING_PURCHASED = pd.DataFrame({"user_id": pd.Series(dtype=str), "item_id": pd.Series(dtype=str)})
+NOTHING_FORBIDDEN = Forbidden(NOTHING_PURCHASED, [])
 
 
 def test_publish_writes_the_contract_tables(tmp_path: Path) -> None:
     serving = tmp_path / "serving.duckdb"
-    counts = publish_serving_file(serving, _tables("v1"), NOTHING_PURCHASED)
+    counts = publish_serving_file(serving, _tables("v1"), NOTHING_FORBIDDEN)
     assert counts["recs.user_recommendations"] == 1000
     with duckdb.connect(str(serving), read_only=True) as con:
         types = con.execute(
@@ -75,11 +77,11 @@ def test_publish_writes_the_contract_tables(tmp_path: Path) -> None:
 )
 def test_a_broken_table_is_refused_and_the_old_file_stays(tmp_path: Path, breakage, invariant: str) -> None:
     serving = tmp_path / "serving.duckdb"
-    publish_serving_file(serving, _tables("v1"), NOTHING_PURCHASED)
+    publish_serving_file(serving, _tables("v1"), NOTHING_FORBIDDEN)
     broken = _tables("v2")
     broken["recs.user_recommendations"] = breakage(broken)
     with pytest.raises(PublishInvariantError, match=invariant):
-        publish_serving_file(serving, broken, NOTHING_PURCHASED)
+        publish_serving_file(serving, broken, NOTHING_FORBIDDEN)
     with duckdb.connect(str(serving), read_only=True) as con:
         assert con.execute("SELECT DISTINCT model_version FROM recs.user_recommendations").fetchall() == [("v1",)]
     assert [p.name for p in tmp_path.iterdir()] == ["serving.duckdb"]
@@ -102,7 +104,7 @@ def test_a_query_table_streams_from_the_source_connection(tmp_path: Path) -> Non
     recs = _tables("v2", users=30)["recs.user_recommendations"]
     with duckdb.connect() as warehouse:
         tables = _warehouse_with_recommendations(warehouse, recs)
-        counts = publish_serving_file(serving, tables, NOTHING_PURCHASED, source=warehouse)
+        counts = publish_serving_file(serving, tables, NOTHING_FORBIDDEN, source=warehouse)
         attached = warehouse.execute("SELECT database_name FROM duckdb_databases() WHERE NOT internal").fetchall()
     assert counts["recs.user_recommendations"] == 600
     assert attached == [("memory",)], "the new file is detached from the source before the swap"
@@ -114,12 +116,12 @@ def test_a_query_table_streams_from_the_source_connection(tmp_path: Path) -> Non
 
 def test_a_broken_query_table_is_refused_and_the_old_file_stays(tmp_path: Path) -> None:
     serving = tmp_path / "serving.duckdb"
-    publish_serving_file(serving, _tables("v1"), NOTHING_PURCHASED)
+    publish_serving_file(serving, _tables("v1"), NOTHING_FORBIDDEN)
     recs = _tables("v2")["recs.user_recommendations"].assign(item_id="i1")
     with duckdb.connect() as warehouse:
         tables = _warehouse_with_recommendations(warehouse, recs)
         with pytest.raises(PublishInvariantError, match="no_duplicate_items_per_user"):
-            publish_serving_file(serving, tables, NOTHING_PURCHASED, source=warehouse)
+            publish_serving_file(serving, tables, NOTHING_FORBIDDEN, source=warehouse)
     with duckdb.connect(str(serving), read_only=True) as con:
         assert con.execute("SELECT DISTINCT model_version FROM recs.user_recommendations").fetchall() == [("v1",)]
     assert [p.name for p in tmp_path.iterdir()] == ["serving.duckdb"]
@@ -128,8 +130,47 @@ def test_a_broken_query_table_is_refused_and_the_old_file_stays(tmp_path: Path) 
 def test_purchased_items_are_refused(tmp_path: Path) -> None:
     purchased = pd.DataFrame({"user_id": ["u0"], "item_id": ["i0"]})
     with pytest.raises(PublishInvariantError, match="never_a_purchased_item"):
-        publish_serving_file(tmp_path / "serving.duckdb", _tables("v1"), purchased)
+        publish_serving_file(tmp_path / "serving.duckdb", _tables("v1"), Forbidden(purchased, []))
     assert not (tmp_path / "serving.duckdb").exists()
+
+
+SOLD_OUT = "i-sold-out"
+#: The catalog marks ``SOLD_OUT`` unavailable; ``_tables`` never lists it.
+SOLD_OUT_FORBIDDEN = Forbidden(NOTHING_PURCHASED, ["i-discontinued", SOLD_OUT])
+
+
+def _recommend_sold_out(table: str, column: str) -> dict[str, pd.DataFrame]:
+    """Version v2 of the tables with ``SOLD_OUT`` in the first row's ``column`` of ``table``."""
+    tables = _tables("v2")
+    tables[table].loc[0, column] = SOLD_OUT
+    return tables
+
+
+@pytest.mark.parametrize(
+    ("table", "column"),
+    [
+        ("recs.user_recommendations", "item_id"),
+        ("recs.similar_items", "similar_item_id"),
+        ("recs.popular_items", "item_id"),
+    ],
+)
+def test_an_unavailable_item_is_refused_and_the_old_file_stays(tmp_path: Path, table: str, column: str) -> None:
+    serving = tmp_path / "serving.duckdb"
+    publish_serving_file(serving, _tables("v1"), SOLD_OUT_FORBIDDEN)
+    before = serving.read_bytes()
+    with pytest.raises(PublishInvariantError, match=r"never_an_unavailable_item \(1 rows\)$"):
+        publish_serving_file(serving, _recommend_sold_out(table, column), SOLD_OUT_FORBIDDEN)
+    assert serving.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["serving.duckdb"]
+
+
+def test_an_unavailable_item_may_still_have_neighbours(tmp_path: Path) -> None:
+    """similar_items.item_id is the item whose page shows the neighbours: only neighbours must be available."""
+    serving = tmp_path / "serving.duckdb"
+    counts = publish_serving_file(serving, _recommend_sold_out("recs.similar_items", "item_id"), SOLD_OUT_FORBIDDEN)
+    assert counts["recs.similar_items"] == 2
+    with duckdb.connect(str(serving), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM recs.similar_items WHERE item_id = ?", [SOLD_OUT]).fetchone() == (1,)
 
 
 READER = textwrap.dedent(
@@ -149,13 +190,13 @@ READER = textwrap.dedent(
 
 def test_a_reader_holding_the_file_keeps_a_complete_old_version(tmp_path: Path) -> None:
     serving = tmp_path / "serving.duckdb"
-    publish_serving_file(serving, _tables("v1", users=50), NOTHING_PURCHASED)
+    publish_serving_file(serving, _tables("v1", users=50), NOTHING_FORBIDDEN)
     reader = subprocess.Popen(
         [sys.executable, "-c", READER, str(serving)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     try:
         assert reader.stdout.readline().strip() == "ready"
-        publish_serving_file(serving, _tables("v2", users=80), NOTHING_PURCHASED)
+        publish_serving_file(serving, _tables("v2", users=80), NOTHING_FORBIDDEN)
         out, _ = reader.communicate("go\n", timeout=60)
     finally:
         reader.kill()
