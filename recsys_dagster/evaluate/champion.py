@@ -5,8 +5,8 @@ reports, it never chooses), judged on the users the champion's list is served to
 least ``MIN_ITEMS_FOR_MODEL`` items before the window (publishing gives everyone else the fallback
 list whoever is champion, so their lists cannot tell the candidates apart, and a candidate must not
 win on lists nobody will be shown); all users when the window has fewer than ``MIN_SERVED_USERS``
-of them (evaluate/assets.py: below it one user's NDCG decides and its standard error means nothing). With the
-one-standard-error rule: a candidate earlier in the preference
+of them (evaluate/assets.py: below it a few users' NDCG decides and its standard error means
+nothing). With the one-standard-error rule: a candidate earlier in the preference
 order (``CHAMPION_CANDIDATES``) whose NDCG@10 is within ``noise_se`` standard errors of the best is
 preferred to it. A lead smaller than the luck of which users happened to fall into the window is
 noise, and a model must not win on noise (on sparse data SVD and the baselines differ by less). The gate compares the champion with the last published run on the same

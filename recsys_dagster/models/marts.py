@@ -4,9 +4,10 @@ dbt builds the production marts (``dbt_project/models``). Three callers need the
 aggregates outside dbt: the validation split (the train period cut again, ``models/validation.py``),
 model tests and ``bench.quality`` (real data slices turned into a warehouse without a dbt build).
 They all use the SQL below, so "strength", the holdout flags and the cutoff mean the same thing
-everywhere. dbt is the source of truth: tests/models/test_marts_match_dbt.py builds both from the same
-events of every type and requires equal tables. Event weights are bound as parameters (``$w_view``...), never pasted into the text;
-the ``source``/``where`` fragments are code-defined constants of the callers.
+everywhere. dbt is the source of truth: tests/models/test_marts_match_dbt.py builds both from the
+same events of every type and requires equal tables. Event weights are bound as parameters
+(``$w_view``...), never pasted into the text; the ``source``/``where`` fragments are code-defined
+constants of the callers.
 """
 
 from __future__ import annotations
