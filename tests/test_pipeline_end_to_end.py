@@ -121,5 +121,6 @@ def test_every_model_is_evaluated_with_metrics_in_range(published: Path) -> None
     for model, metrics in by_model.items():
         assert METRICS <= set(metrics), model
         assert all(0.0 <= metrics[m] <= 1.0 for m in METRICS), (model, metrics)
+        assert metrics["val_n_judged_users"] > 1, "the champion must not be chosen on one user's NDCG"
     assert {"rmse", "mae"} <= set(by_model["svd_model"])
     assert by_model["svd_model"]["rmse"] > 0

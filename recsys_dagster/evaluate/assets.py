@@ -18,8 +18,9 @@ Protocol (mirrors what gets published, so the numbers describe the published lis
   the user had not touched in the train period;
 - metrics at K = 10 and 20, plus ``n_eval_users`` / ``n_cold_users`` and the standard error of
   NDCG@10 over users (``ndcg@10_se``) as metric rows; ``ndcg@10_served`` (+ ``_se``,
-  ``n_served_users``) is NDCG@10 over the users publishing serves the model's list to (at least
-  ``settings.min_items_for_model()`` items before the window; all users when none has), which the champion rule reads; the rating
+  ``n_served_users``, ``n_judged_users``) is NDCG@10 over the users publishing serves the model's list
+  to (at least ``settings.min_items_for_model()`` items before the window; all users when fewer than
+  ``MIN_SERVED_USERS`` have), which the champion rule reads; the rating
   model (SVD) is also scored on RMSE/MAE over window pairs with a rating (given or derived).
 Metric names: ``[val_]<metric>@<K>[_new_items]``, e.g. ``val_ndcg@10``, ``ndcg@20_new_items``.
 """
@@ -283,15 +284,24 @@ def window_scores(
     return scores
 
 
+#: Fewest served users whose NDCG@10 may stand for the window. Below it the standard error the
+#: champion rule reads means nothing (one user: 0, so no lead is ever "within noise") and a handful
+#: of users decide the champion by who happened to buy in the window; every evaluated user is judged
+#: instead, as when nobody is served. Small shops and short windows hit this (the bundled sample: 1).
+MIN_SERVED_USERS = 30
+
+
 def served_scores(per_user: pd.DataFrame, served_users: np.ndarray, prefix: str) -> dict[str, float]:
-    """NDCG@10 (+ its standard error and user count) over the users served the model's list, or over
-    every user when none of them is (a window of newcomers must still choose a champion)."""
+    """NDCG@10 (+ its standard error) over the users served the model's list, or over every user when
+    fewer than ``MIN_SERVED_USERS`` are (a window of newcomers must still choose a champion).
+    ``n_served_users`` counts the served users, ``n_judged_users`` the users the NDCG averages over."""
     served = per_user["ndcg"].to_numpy()[per_user["user_id"].isin(served_users).to_numpy()]
-    values = served if len(served) else per_user["ndcg"].to_numpy()
+    values = served if len(served) >= MIN_SERVED_USERS else per_user["ndcg"].to_numpy()
     return {
         f"{prefix}ndcg@{CHAMPION_K}_served": float(values.mean()),
         f"{prefix}ndcg@{CHAMPION_K}_served_se": standard_error_of_mean(values),
         f"{prefix}n_served_users": float(len(served)),
+        f"{prefix}n_judged_users": float(len(values)),
     }
 
 
@@ -323,6 +333,15 @@ def incumbent_baseline(
         value = window_scores(con, incumbent, fallback, validation, recent_days).get(CHAMPION_METRIC)
         incumbent.unload()
     return None if value is None else (published.run_id, value)
+
+
+def judged_population(scores: dict[str, float]) -> str:
+    """Which validation users the champion metric averaged over, in words: a reader of the metadata
+    must see when the champion was judged on every user because too few were served."""
+    served, judged = int(scores["val_n_served_users"]), int(scores["val_n_judged_users"])
+    if served >= MIN_SERVED_USERS:
+        return f"served users: {judged} with at least {min_items_for_model()} items before the validation window"
+    return f"all {judged} validation users: only {served} served, fewer than MIN_SERVED_USERS={MIN_SERVED_USERS}"
 
 
 def evaluation_rows(run_id: str, versions: dict[str, str], scores: dict[str, dict[str, float]]) -> pd.DataFrame:
@@ -418,6 +437,9 @@ def model_evaluation(
             "n_validation_users": MetadataValue.int(int(counts["val_n_eval_users"])),
             "n_holdout_window_users": MetadataValue.int(int(counts["n_window_users"])),
             "n_validation_window_users": MetadataValue.int(int(counts["val_n_window_users"])),
+            "n_validation_served_users": MetadataValue.int(int(counts["val_n_served_users"])),
+            "n_champion_judged_users": MetadataValue.int(int(counts["val_n_judged_users"])),
+            "champion_judged_on": MetadataValue.text(judged_population(counts)),
             "cutoff": MetadataValue.text(cutoff),
             "duration_s": MetadataValue.float(watch.seconds),
         }

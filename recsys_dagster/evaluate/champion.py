@@ -4,8 +4,9 @@ Champion = the candidate with the best NDCG@10 on the VALIDATION window (the tes
 reports, it never chooses), judged on the users the champion's list is served to: users with at
 least ``settings.min_items_for_model()`` items before the window (publishing gives everyone else the fallback
 list whoever is champion, so their lists cannot tell the candidates apart, and a candidate must not
-win on lists nobody will be shown); all users when the window has none of them. With the
-one-standard-error rule: a candidate earlier in the preference
+win on lists nobody will be shown); all users when the window has fewer than ``MIN_SERVED_USERS``
+of them (evaluate/assets.py: below it a few users' NDCG decides and its standard error means
+nothing). With the one-standard-error rule: a candidate earlier in the preference
 order (``CHAMPION_CANDIDATES``) whose NDCG@10 is within ``noise_se`` standard errors of the best is
 preferred to it. A lead smaller than the luck of which users happened to fall into the window is
 noise, and a model must not win on noise (on sparse data SVD and the baselines differ by less). The gate compares the champion with the last published champion on the same
@@ -30,7 +31,8 @@ from recsys_dagster.models.validation import VALIDATION_CUTOFF_TABLE
 
 CHAMPION_K = 10
 #: The champion metric: NDCG@10 on the validation window, all touched items relevant, over the served
-#: users (``model_evaluation`` writes it beside the all-users ``val_ndcg@10``).
+#: users, or all users when too few are served (``model_evaluation`` writes it beside the all-users
+#: ``val_ndcg@10``, with ``val_n_served_users`` and ``val_n_judged_users``).
 CHAMPION_METRIC = f"val_ndcg@{CHAMPION_K}_served"
 #: Its standard error over the window's users (written by model_evaluation beside the metric).
 CHAMPION_SE_METRIC = f"{CHAMPION_METRIC}_se"

@@ -4,8 +4,10 @@ dbt builds the production marts (``dbt_project/models``). Three callers need the
 aggregates outside dbt: the validation split (the train period cut again, ``models/validation.py``),
 model tests and ``bench.quality`` (real data slices turned into a warehouse without a dbt build).
 They all use the SQL below, so "strength", the holdout flags and the cutoff mean the same thing
-everywhere. Event weights are bound as parameters (``$w_view``...), never pasted into the text;
-the ``source``/``where`` fragments are code-defined constants of the callers.
+everywhere. dbt is the source of truth: tests/models/test_marts_match_dbt.py builds both from the
+same events of every type and requires equal tables. Event weights are bound as parameters
+(``$w_view``...), never pasted into the text; the ``source``/``where`` fragments are code-defined
+constants of the callers.
 """
 
 from __future__ import annotations
@@ -24,6 +26,14 @@ HOLDOUT_FRACTION = 0.2
 QUANTILE_CUTOFF = f"quantile_disc(event_time, {1 - HOLDOUT_FRACTION})"
 
 
+#: dbt's macro ``latest_rating()``: the rating of the pair's latest rating event, a tie at the same
+#: time going to the later file and row (``source_file``, ``source_row``), so a rebuild from the same
+#: input yields the same value.
+LATEST_RATING = (
+    "first(rating ORDER BY event_time DESC, source_file DESC, source_row DESC) FILTER (event_type = 'rating')"
+)
+
+
 def pair_features_sql(source: str, where: str) -> str:
     """Columns of ``fct_train_user_item`` aggregated from the events of ``source`` matching ``where``.
 
@@ -35,7 +45,7 @@ SELECT user_id, item_id,
        count(*) FILTER (event_type = 'addtocart') AS n_addtocarts,
        count(*) FILTER (event_type = 'transaction') AS n_transactions,
        count(*) FILTER (event_type = 'rating') AS n_ratings,
-       arg_max(rating, event_time) FILTER (event_type = 'rating') AS last_rating,
+       {LATEST_RATING} AS last_rating,
        min(event_time) AS first_event_time,
        max(event_time) AS last_event_time,
        CAST($w_view * n_views + $w_addtocart * n_addtocarts + $w_transaction * n_transactions
@@ -55,7 +65,7 @@ WITH window_pairs AS (
            count(*) FILTER (event_type = 'transaction') AS n_transactions,
            count(*) FILTER (event_type = 'addtocart') AS n_addtocarts,
            count(*) FILTER (event_type = 'view') AS n_views,
-           arg_max(rating, event_time) FILTER (event_type = 'rating') AS last_rating,
+           {LATEST_RATING} AS last_rating,
            min(event_time) AS first_event_time
     FROM {source}
     WHERE {where}
@@ -70,6 +80,16 @@ FROM window_pairs w LEFT JOIN {train_table} t USING (user_id, item_id)
 
 AFTER_CUTOFF = "event_time >= (SELECT cutoff_time FROM int_holdout_cutoff)"
 BEFORE_CUTOFF = "event_time < (SELECT cutoff_time FROM int_holdout_cutoff)"
+
+#: The table ``events`` from ``{events}`` (a caller's SQL reading the file ``$path``) with
+#: stg_interactions' provenance columns: kept when the SQL gives them, else the file and the row's
+#: position in it, the tie-break of ``LATEST_RATING``.
+EVENT_STATEMENTS = (
+    "CREATE TABLE events AS {events}",
+    "ALTER TABLE events ADD COLUMN IF NOT EXISTS source_file VARCHAR",
+    "ALTER TABLE events ADD COLUMN IF NOT EXISTS source_row BIGINT",
+    "UPDATE events SET source_file = coalesce(source_file, $path), source_row = coalesce(source_row, rowid + 1)",
+)
 
 #: The marts every model reads, from a table ``events`` (stg_interactions' columns); ``{cutoff}`` is
 #: replaced by a code-defined SQL expression over ``events``.
@@ -106,7 +126,8 @@ def build_marts(database: Path, events_sql: str, source: Path, cutoff_sql: str =
     with dbt's default event weights; ``cutoff_sql`` gives the holdout cutoff."""
     with duckdb.connect(str(database)) as con:
         con.execute("SET TimeZone = 'UTC'")  # as the pipeline's WarehouseResource does
-        con.execute(f"CREATE TABLE events AS {events_sql}", {"path": str(source)})
+        for statement in EVENT_STATEMENTS:
+            execute_with_parameters(con, statement.replace("{events}", events_sql), {"path": str(source)})
         for statement in MART_STATEMENTS:
             execute_with_parameters(con, statement.replace("{cutoff}", cutoff_sql), DEFAULT_EVENT_WEIGHTS)
     return database

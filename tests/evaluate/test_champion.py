@@ -9,7 +9,7 @@ import pytest
 import numpy as np
 import pandas as pd
 
-from recsys_dagster.evaluate.assets import EVALUATION_DDL, served_scores
+from recsys_dagster.evaluate.assets import EVALUATION_DDL, MIN_SERVED_USERS, judged_population, served_scores
 from recsys_dagster.evaluate.champion import (
     CHAMPION_CANDIDATES,
     ChampionChoice,
@@ -117,15 +117,45 @@ def test_a_misspelt_repurchase_policy_is_refused(monkeypatch: pytest.MonkeyPatch
         repurchase_policy()
 
 
+def per_user_ndcg(n_served: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """``n_served`` served users scoring 1.0 and 0.5 in turn, beside 10 newcomers scoring 0 and 0.25 in
+    turn (they get the fallback list whoever is champion)."""
+    served = [f"s{i}" for i in range(n_served)]
+    per_user = pd.DataFrame({
+        "user_id": served + [f"new{i}" for i in range(10)],
+        "ndcg": [1.0 - 0.5 * (i % 2) for i in range(n_served)] + [0.25 * (i % 2) for i in range(10)],
+    })
+    return per_user, np.array([*served, "never-in-the-window"])
+
+
 def test_the_champion_metric_counts_the_users_served_the_models_list() -> None:
-    per_user = pd.DataFrame({"user_id": ["a", "b", "c", "d"], "ndcg": [1.0, 0.5, 0.0, 0.0]})
-    # a and b have enough history to be served the champion's list; c and d get the fallback anyway
-    served = served_scores(per_user, np.array(["a", "b", "z"]), "val_")
-    assert served == pytest.approx({"val_ndcg@10_served": 0.75, "val_ndcg@10_served_se": 0.25, "val_n_served_users": 2})
-    # a window of newcomers only: every user counts (squared deviations sum to 0.6875), so a champion is chosen
-    everyone = served_scores(per_user, np.array([], dtype=object), "")
-    assert everyone == pytest.approx({"ndcg@10_served": 0.375, "ndcg@10_served_se": np.sqrt(0.6875 / 3 / 4),
-                                      "n_served_users": 0})
+    per_user, served_users = per_user_ndcg(MIN_SERVED_USERS)  # 30 served: 15 x 1.0, 15 x 0.5
+    served = served_scores(per_user, served_users, "val_")
+    assert served == pytest.approx({
+        "val_ndcg@10_served": 0.75, "val_ndcg@10_served_se": np.sqrt(30 * 0.0625 / 29 / 30),
+        "val_n_served_users": 30, "val_n_judged_users": 30,
+    })
+    assert judged_population(served).startswith("served users: 30 with at least 2 items")
+
+
+@pytest.mark.parametrize(("n_served", "mean_of_everyone"), [
+    (MIN_SERVED_USERS - 1, (15 * 1.0 + 14 * 0.5 + 5 * 0.25) / 39),
+    (1, (1.0 + 5 * 0.25) / 11),  # the bundled sample's case: one user would decide alone, with a standard error of 0
+    (0, 5 * 0.25 / 10),
+])
+def test_too_few_served_users_judge_every_user(n_served: int, mean_of_everyone: float) -> None:
+    per_user, served_users = per_user_ndcg(n_served)
+    everyone = served_scores(per_user, served_users, "val_")
+    n_users = n_served + 10
+    assert everyone == pytest.approx({
+        "val_ndcg@10_served": mean_of_everyone,
+        "val_ndcg@10_served_se": per_user["ndcg"].std(ddof=1) / np.sqrt(n_users),
+        "val_n_served_users": n_served, "val_n_judged_users": n_users,
+    })
+    assert everyone["val_ndcg@10_served_se"] > 0
+    assert judged_population(everyone) == (
+        f"all {n_users} validation users: only {n_served} served, fewer than MIN_SERVED_USERS=30"
+    )
 
 
 @pytest.mark.parametrize(("value", "expected"), [(None, 2), ("", 2), ("1", 1), (" 3 ", 3), ("0", None), ("-1", None),

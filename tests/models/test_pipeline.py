@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from dagster import AssetKey, materialize
 
-from recsys_dagster.evaluate.assets import model_evaluation
+from recsys_dagster.evaluate.assets import MIN_SERVED_USERS, model_evaluation
 from recsys_dagster.evaluate.champion import CHAMPION_CANDIDATES, select_champion
 from recsys_dagster.models.assets import MODEL_ASSETS, item_knn_model, popularity_model
 from recsys_dagster.models.registry import MODEL_NAMES, ensure_fit, load_latest
@@ -23,7 +23,7 @@ RANKING = [
 ]
 COUNTS = [f"{window}{count}{relevance}" for window in ("val_", "") for count in ("n_eval_users", "n_cold_users")
           for relevance in ("", "_new_items")] + [f"{window}{count}" for window in ("val_", "")
-                                                 for count in ("n_window_users", "n_served_users")]
+                                                 for count in ("n_window_users", "n_served_users", "n_judged_users")]
 #: Standard errors of NDCG@10 over users (the served users' one is what the champion rule reads).
 STANDARD_ERRORS = [
     f"{window}ndcg@10{relevance}_se" for window in ("val_", "") for relevance in ("", "_new_items", "_served")
@@ -132,7 +132,9 @@ def test_champion_is_the_first_candidate_within_one_standard_error_of_the_best(
     ndcg = {model: scores[(model, "val_ndcg@10_served")] for model in CHAMPION_CANDIDATES}
     best = max(ndcg, key=ndcg.get)
     floor = ndcg[best] - scores[(best, "val_ndcg@10_served_se")]
-    assert 0 < scores[(best, "val_n_served_users")] <= scores[(best, "val_n_eval_users")]
+    # the bundled sample's validation window has a single served user: too few, every user is judged
+    assert scores[(best, "val_n_served_users")] < MIN_SERVED_USERS
+    assert scores[(best, "val_n_judged_users")] == scores[(best, "val_n_eval_users")] > 1
     champion = select_champion(retail_con)
     assert select_champion(retail_con, trained_retail["result"].run_id) == champion
     assert champion.model == next(model for model in CHAMPION_CANDIDATES if ndcg[model] >= floor)
@@ -140,6 +142,8 @@ def test_champion_is_the_first_candidate_within_one_standard_error_of_the_best(
     assert champion.model_version == load_latest(retail_con, champion.model).model_version
     metadata = metadata_of(trained_retail, "model_evaluation")
     assert (metadata["champion"], metadata["gate_passed"]) == (champion.model, True)
+    assert metadata["n_champion_judged_users"] == scores[(best, "val_n_eval_users")]
+    assert metadata["champion_judged_on"].startswith(f"all {metadata['n_champion_judged_users']} validation users")
 
 
 
