@@ -90,7 +90,7 @@ def next_night(database: Path) -> None:
     with duckdb.connect(str(database)) as con:
         con.execute("ALTER TABLE stg_interactions RENAME TO events")  # what MART_STATEMENTS read (and rename back)
         con.execute(
-            "INSERT INTO events SELECT 'newcomer', item_id, event_type, rating, event_time + INTERVAL 1 DAY "
+            "INSERT INTO events SELECT * REPLACE ('newcomer' AS user_id, event_time + INTERVAL 1 DAY AS event_time) "
             "FROM events WHERE user_id = (SELECT min(user_id) FROM events)"
         )
         for statement in MART_STATEMENTS:
