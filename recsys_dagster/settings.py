@@ -40,6 +40,11 @@ _MEMORY_LIMIT_PATTERN = re.compile(r"\d+(\.\d+)?\s*((K|M|G|T)i?B|B|%)", re.IGNOR
 #: (consumables, wholesale), "false" never recommends an item the user already bought.
 REPURCHASE_ENV = "RECSYS_REPURCHASE"
 DEFAULT_REPURCHASE = "false"
+#: How many of each model's newest registered versions stay on disk (``models/retention.py``); versions
+#: still in use (published, live, awaiting publication) are kept on top of these. At RetailRocket size a
+#: version with its serving fit is hundreds of MB, and every nightly run writes one per model.
+KEEP_MODEL_VERSIONS_ENV = "RECSYS_KEEP_MODEL_VERSIONS"
+DEFAULT_KEEP_MODEL_VERSIONS = "3"
 _BOOLEAN_WORDS = {**dict.fromkeys(("true", "1", "yes", "on"), True), **dict.fromkeys(("false", "0", "no", "off"), False)}
 
 
@@ -111,6 +116,27 @@ def repurchase_policy() -> bool:
         return _BOOLEAN_WORDS[value.strip().lower()]
     except KeyError:
         raise ValueError(f"{REPURCHASE_ENV}={value!r} is not a boolean: use true or false") from None
+
+
+def validated_keep_model_versions(value: str | int) -> int:
+    """``value`` as a count of versions to keep, if it is a whole number >= 1; ``ValueError`` otherwise.
+
+    Zero is refused: the version a run has just trained is always one of the newest and must stay.
+    """
+    try:
+        count = int(str(value).strip())
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ValueError(
+            f"{KEEP_MODEL_VERSIONS_ENV}={value!r} is not a number of versions to keep: use a whole number >= 1"
+        )
+    return count
+
+
+def keep_model_versions() -> int:
+    """The newest versions kept per model (``RECSYS_KEEP_MODEL_VERSIONS``, default 3)."""
+    return validated_keep_model_versions(os.environ.get(KEEP_MODEL_VERSIONS_ENV) or DEFAULT_KEEP_MODEL_VERSIONS)
 
 
 def duckdb_temp_dir(database: str | Path) -> Path:

@@ -260,3 +260,21 @@ def export_parquet(
                 os.replace(staging, target)
             written[table] = target
     return written
+
+
+def live_rows(serving_path: Path, sql: str) -> list[tuple] | None:
+    """The rows of ``sql`` on the live serving file: none when nothing is published, None when the
+    file is there but cannot be read (not a serving file, or locked by a writer): a caller that
+    deletes what the live file uses must then assume it uses anything.
+
+    Safe to call from the sensor and from any step while runs publish: the live file is never
+    written in place (a new version is built beside it and renamed over it), so a read-only open
+    never waits for a writer.
+    """
+    if not serving_path.is_file():
+        return []
+    try:
+        with duckdb.connect(str(serving_path), read_only=True) as con:
+            return con.execute(sql).fetchall()
+    except duckdb.Error:
+        return None
