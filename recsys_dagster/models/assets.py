@@ -7,7 +7,8 @@ The "validation" fit (on ``ml.validation_train_user_item``) picks the champion a
 publish step (``registry.ensure_fit``) for the approved champion and the models publishing reads,
 from the hyperparameters recorded here, so the published model is the evaluated recipe on more
 data while the challengers never pay for a fit nobody publishes (at RetailRocket size one ALS fit
-costs about as much as the rest of a model step together).
+costs about as much as the rest of a model step together). Each model asset then removes its model's
+versions that retention no longer keeps (``models/retention.py``), so nightly runs do not fill the disk.
 """
 
 

@@ -14,8 +14,8 @@ a version with its serving fit is hundreds of MB. So after a model asset registe
   champion of the last decision (``ml.champion_decisions``: what the publish step loads).
 
 Nothing else loads an older version: evaluation, publishing and fit reuse read each model's newest
-registered version, and the step runs in the warehouse pool, so no other step of any run is using a
-version while it prunes. The registry rows of removed versions are deleted first, then the folders:
+registered version, and the step runs in the warehouse pool, which admits one run at a time
+(dagster.yaml, granularity "run"), so no other run is using a version while it prunes. The registry rows of removed versions are deleted first, then the folders:
 a folder whose deletion fails is already unreachable and is retried by the next run's retention, as
 is a folder a killed run left unregistered.
 
@@ -48,6 +48,7 @@ SELECT * FROM (SELECT 'item_knn_model', model_version FROM recs.similar_items LI
 """
 #: Warehouse records whose last row names a version in use -> the column that orders them.
 IN_USE_RECORDS = {"ml.published_runs": "published_at", "ml.champion_decisions": "decided_at"}
+LAST_RECORD_SQL = "SELECT model, model_version FROM {table} ORDER BY {ordered_by} DESC LIMIT 1"
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def in_use_versions(con: duckdb.DuckDBPyConnection, serving_path: Path) -> set[t
         row
         for table, ordered_by in IN_USE_RECORDS.items()
         if table_exists(con, table)
-        for row in con.execute(f"SELECT model, model_version FROM {table} ORDER BY {ordered_by} DESC LIMIT 1").fetchall()
+        for row in con.execute(LAST_RECORD_SQL.format(table=table, ordered_by=ordered_by)).fetchall()
     ]
     return {(model, version) for model, version in [*live, *recorded]}
 

@@ -4,6 +4,7 @@ publication and the last champion decision name."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from collections.abc import Callable, Iterator
@@ -54,7 +55,7 @@ class Shop:
         """Materialize ``asset`` once; its metadata back, its warnings appended to ``logs``."""
         result = materialize([asset], resources=self.resources, instance=self.instance)
         assert result.success
-        self.logs += [entry.user_message for entry in self.instance.all_logs(result.run_id) if entry.level >= 30]
+        self.logs += [entry.user_message for entry in self.instance.all_logs(result.run_id) if entry.level >= logging.WARNING]
         [event] = result.asset_materializations_for_node(asset.key.path[-1])
         return {name: value.value for name, value in event.metadata.items()}
 
@@ -113,10 +114,11 @@ def test_only_the_newest_versions_stay_and_nothing_outside_them_is_touched(shop:
 
 def published(shop: Shop, version: str) -> None:
     """Record ``version`` as the last publication, as the publish step does."""
+    decision = ChampionDecision(
+        "run", MODEL, version, "metric", 0.1, "window", False, None, None, True, "ok", datetime.now()
+    )
     with duckdb.connect(str(shop.database)) as con:
-        record_publication(
-            con, ChampionDecision("run", MODEL, version, "metric", 0.1, "window", False, None, None, True, "ok", datetime.now())
-        )
+        record_publication(con, decision)
 
 
 def decided(shop: Shop, version: str) -> None:
@@ -129,7 +131,8 @@ def decided(shop: Shop, version: str) -> None:
 
 
 def live_serving_file(shop: Shop, version: str, model: str = MODEL, similar_version: str = "other") -> None:
-    """A serving file whose recommendations come from ``model`` ``version`` and similar items from ``similar_version``."""
+    """A serving file whose recommendations come from ``model`` ``version``, its similar items from
+    item-kNN ``similar_version``."""
     with duckdb.connect(str(shop.paths.serving_file())) as con:
         con.execute("CREATE SCHEMA recs")
         con.execute("CREATE TABLE recs.user_recommendations AS SELECT 'u1' AS user_id, ? AS model, ? AS model_version",
