@@ -15,9 +15,10 @@ a version with its serving fit is hundreds of MB. So after a model asset registe
 
 Nothing else loads an older version: evaluation, publishing and fit reuse read each model's newest
 registered version, and the step runs in the warehouse pool, which admits one run at a time
-(dagster.yaml, granularity "run"), so no other run is using a version while it prunes. The registry rows of removed versions are deleted first, then the folders:
-a folder whose deletion fails is already unreachable and is retried by the next run's retention, as
-is a folder a killed run left unregistered.
+(dagster.yaml, granularity "run"), so no other run is using a version while it prunes. The registry
+rows of removed versions are deleted first, then the folders: a folder whose deletion fails is
+already unreachable and is retried by the next run's retention, as is a folder a killed run left
+unregistered.
 
 Only real directories (never symlinks) named like a version (``VERSION_NAME``) directly inside a
 model folder that is itself no symlink are candidates, so nothing outside the models folder is ever

@@ -55,7 +55,8 @@ class Shop:
         """Materialize ``asset`` once; its metadata back, its warnings appended to ``logs``."""
         result = materialize([asset], resources=self.resources, instance=self.instance)
         assert result.success
-        self.logs += [entry.user_message for entry in self.instance.all_logs(result.run_id) if entry.level >= logging.WARNING]
+        entries = self.instance.all_logs(result.run_id)
+        self.logs += [entry.user_message for entry in entries if entry.level >= logging.WARNING]
         [event] = result.asset_materializations_for_node(asset.key.path[-1])
         return {name: value.value for name, value in event.metadata.items()}
 
