@@ -58,13 +58,22 @@ class WarehouseResource(DuckDBResource):
 
 
 class RecsysPaths(ConfigurableResource):
-    """Where input files are read from and where artifacts and published files are written."""
+    """Where input files are read from and where artifacts and published files are written, and how
+    many model versions the models folder keeps (``keep_model_versions``, default:
+    ``RECSYS_KEEP_MODEL_VERSIONS``, 3; see ``models/retention.py``)."""
 
     input_dir: str
     inbox_dir: str
     models_dir: str
     serving_path: str
     published_dir: str
+    keep_model_versions: int | None = None
+
+    def model_versions_kept(self) -> int:
+        """The validated number of newest versions kept per model."""
+        if self.keep_model_versions is None:
+            return settings.keep_model_versions()
+        return settings.validated_keep_model_versions(self.keep_model_versions)
 
     def input_path(self) -> Path:
         return Path(self.input_dir)

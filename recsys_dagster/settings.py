@@ -40,6 +40,11 @@ _MEMORY_LIMIT_PATTERN = re.compile(r"\d+(\.\d+)?\s*((K|M|G|T)i?B|B|%)", re.IGNOR
 #: (consumables, wholesale), "false" never recommends an item the user already bought.
 REPURCHASE_ENV = "RECSYS_REPURCHASE"
 DEFAULT_REPURCHASE = "false"
+#: How many of each model's newest registered versions stay on disk (``models/retention.py``); versions
+#: still in use (published, live, awaiting publication) are kept on top of these. At RetailRocket size a
+#: version with its serving fit is hundreds of MB, and every nightly run writes one per model.
+KEEP_MODEL_VERSIONS_ENV = "RECSYS_KEEP_MODEL_VERSIONS"
+DEFAULT_KEEP_MODEL_VERSIONS = "3"
 _BOOLEAN_WORDS = {**dict.fromkeys(("true", "1", "yes", "on"), True), **dict.fromkeys(("false", "0", "no", "off"), False)}
 
 
@@ -122,12 +127,29 @@ MIN_ITEMS_ENV = "RECSYS_MIN_ITEMS_FOR_MODEL"
 DEFAULT_MIN_ITEMS_FOR_MODEL = 2
 
 
+def whole_number_at_least_one(setting: str, value: str | int) -> int:
+    """``value`` of ``setting`` as an int, if it is a whole number >= 1; ``ValueError`` naming the setting
+    otherwise (a typo must stop the run, not silently mean some default)."""
+    text = str(value).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{setting}={value!r} is not a whole number >= 1")
+    return int(text)
+
+
 def min_items_for_model() -> int:
-    """``RECSYS_MIN_ITEMS_FOR_MODEL`` (a whole number >= 1; default 2)."""
-    value = os.environ.get(MIN_ITEMS_ENV) or str(DEFAULT_MIN_ITEMS_FOR_MODEL)
-    if not value.strip().isdigit() or int(value) < 1:
-        raise ValueError(f"{MIN_ITEMS_ENV}={value!r} is not a whole number >= 1")
-    return int(value)
+    """``RECSYS_MIN_ITEMS_FOR_MODEL`` (default 2)."""
+    return whole_number_at_least_one(MIN_ITEMS_ENV, os.environ.get(MIN_ITEMS_ENV) or DEFAULT_MIN_ITEMS_FOR_MODEL)
+
+
+def validated_keep_model_versions(value: str | int) -> int:
+    """``value`` as a count of versions to keep (zero is refused: the version a run has just trained is
+    always one of the newest and must stay)."""
+    return whole_number_at_least_one(KEEP_MODEL_VERSIONS_ENV, value)
+
+
+def keep_model_versions() -> int:
+    """The newest versions kept per model (``RECSYS_KEEP_MODEL_VERSIONS``, default 3)."""
+    return validated_keep_model_versions(os.environ.get(KEEP_MODEL_VERSIONS_ENV) or DEFAULT_KEEP_MODEL_VERSIONS)
 
 
 def duckdb_temp_dir(database: str | Path) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -96,6 +97,10 @@ def load_fit(folder: Path) -> FitArrays:
         path.stem.removeprefix("sparse_"): load_npz(path).tocsr() for path in sorted(folder.glob("sparse_*.npz"))
     }
     return fit
+
+
+#: The names ``new_model_version`` gives: retention (``models/retention.py``) removes no folder named otherwise.
+VERSION_NAME = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{8}")
 
 
 def new_model_version(hyperparameters: dict[str, object], data_fingerprints: dict[str, str]) -> str:

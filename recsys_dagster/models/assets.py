@@ -7,7 +7,8 @@ The "validation" fit (on ``ml.validation_train_user_item``) picks the champion a
 publish step (``registry.ensure_fit``) for the approved champion and the models publishing reads,
 from the hyperparameters recorded here, so the published model is the evaluated recipe on more
 data while the challengers never pay for a fit nobody publishes (at RetailRocket size one ALS fit
-costs about as much as the rest of a model step together).
+costs about as much as the rest of a model step together). Each model asset then removes its model's
+versions that retention no longer keeps (``models/retention.py``), so nightly runs do not fill the disk.
 """
 
 
@@ -29,6 +30,7 @@ from recsys_dagster.metadata import frame_preview, timed
 from recsys_dagster.models.artifacts import new_model_version, save_fit, write_params
 from recsys_dagster.models.matrix import FIT_TABLES, table_fingerprint
 from recsys_dagster.models.registry import MODEL_SPECS, TRAINING_FITS, fit_model, register_model
+from recsys_dagster.models.retention import prune_versions
 from recsys_dagster.models.tuning import TuningConfig, tune, with_tuned_defaults
 from recsys_dagster.models.validation import build_validation_split
 from recsys_dagster.resources import WAREHOUSE_POOL, RecsysPaths, WarehouseResource
@@ -39,7 +41,8 @@ MODEL_DEPS = [AssetKey("validation_split"), AssetKey("fct_train_user_item"), Ass
 def train_and_register(
     context: AssetExecutionContext, model: str, config: Config, warehouse: WarehouseResource, paths: RecsysPaths
 ) -> MaterializeResult:
-    """Fit ``model`` on the validation and holdout tables, save the artifact folder, append the registry row.
+    """Fit ``model`` on the validation and holdout tables, save the artifact folder, append the registry
+    row, then remove the model's versions retention no longer keeps (``models/retention.py``).
 
     The fingerprints of all three tables are recorded, the serving table's too: the version names
     the data its later serving fit will see, and another model may reuse a fit only on equal data.
@@ -83,8 +86,11 @@ def train_and_register(
             n_items=holdout["n_items"],
             run_id=context.run.run_id,
         )
-    context.log.info(f"{model} {model_version} saved to {artifact_dir}")
-    return MaterializeResult(metadata=model_metadata(model_version, str(artifact_dir), hyperparameters, fit_reports))
+        context.log.info(f"{model} {model_version} saved to {artifact_dir}")
+        pruned = prune_versions(con, paths, model, model_version, context.log)
+    return MaterializeResult(
+        metadata={**model_metadata(model_version, str(artifact_dir), hyperparameters, fit_reports), **pruned.metadata()}
+    )
 
 
 def model_metadata(

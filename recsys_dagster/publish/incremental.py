@@ -76,6 +76,7 @@ from recsys_dagster.publish.serving import (
     _staging_file,
     check_invariants,
     export_parquet,
+    live_rows,
 )
 from recsys_dagster.resources import WAREHOUSE_POOL, RecsysPaths, WarehouseResource
 from recsys_dagster.settings import min_items_for_model
@@ -103,21 +104,9 @@ class Publication:
 
 def live_publication(serving_path: Path) -> Publication | None:
     """The champion of the live serving file (None: nothing published: no file, no
-    recs.user_recommendations in it, or no row in it).
-
-    Any other ``duckdb.Error`` is raised: a file that is not a readable DuckDB database, or a table
-    without the contract's columns, is a fault to report, not "nothing published".
-    Safe to call from the sensor while runs publish: the live file is never written in place (a new
-    version is built beside it and renamed over it), so a read-only open never waits for a writer.
-    """
-    if not serving_path.is_file():
-        return None
-    try:
-        with duckdb.connect(str(serving_path), read_only=True) as con:
-            row = con.execute(f"SELECT model, model_version FROM {USER_RECOMMENDATIONS} LIMIT 1").fetchone()
-    except duckdb.CatalogException:
-        return None
-    return Publication(*row) if row else None
+    recs.user_recommendations in it, or no row in it); an unreadable file raises (``live_rows``)."""
+    rows = live_rows(serving_path, f"SELECT model, model_version FROM {USER_RECOMMENDATIONS} LIMIT 1")
+    return Publication(*rows[0]) if rows else None
 
 
 def full_refresh_reason(serving_path: Path, models_dir: Path) -> str | None:

@@ -288,3 +288,22 @@ def export_parquet(
                 os.replace(staging, target)
             written[table] = target
     return written
+
+
+def live_rows(serving_path: Path, sql: str) -> list[tuple]:
+    """The rows of ``sql`` on the live serving file; none when nothing is published (no file, or no
+    table ``sql`` reads). Any other ``duckdb.Error`` is raised: a file that is not a readable DuckDB
+    database, a table without the contract's columns or a lock held by a writer is a fault to report,
+    not "nothing published".
+
+    Safe to call from the sensor and from any step while runs publish: the live file is never
+    written in place (a new version is built beside it and renamed over it), so a read-only open
+    never waits for a writer.
+    """
+    if not serving_path.is_file():
+        return []
+    try:
+        with duckdb.connect(str(serving_path), read_only=True) as con:
+            return con.execute(sql).fetchall()
+    except duckdb.CatalogException:
+        return []

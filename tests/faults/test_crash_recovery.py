@@ -127,6 +127,13 @@ def artifact_folders(root: Path) -> set[Path]:
     return set((root / "models_dir").glob("*/*"))
 
 
+def unregistered_folders(root: Path) -> set[Path]:
+    """Artifact folders without a registry row: what a training killed between save and register leaves."""
+    with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as con:
+        registered = con.execute("SELECT artifact_dir FROM ml.model_registry").fetchall()
+    return artifact_folders(root) - {Path(folder) for (folder,) in registered}
+
+
 def staging_files(root: Path) -> list[Path]:
     return sorted(root.glob(".serving.duckdb.*"))
 
@@ -249,6 +256,7 @@ def test_rerun_completes_with_consistent_tables(crashes: CrashHistory) -> None:
 def test_rerun_leaves_no_debris_of_the_killed_runs(crashes: CrashHistory) -> None:
     root = crashes.root
     assert staging_files(root) == []
+    assert unregistered_folders(root) == set()  # model retention removed what the killed training left
     tables = warehouse_tables(root / "warehouse.duckdb")
     assert set(MARTS) <= tables
     assert sorted(name for name in tables if "__dbt_" in name) == []

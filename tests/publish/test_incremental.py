@@ -3,7 +3,9 @@ Retail sample, then one new day's file through the sensor's choice of job and ``
 
 Checks what readers rely on: the users who acted got new lists by the full publish's rules (a bought
 item is gone, a brand-new user with two items gets the champion's list), every other user's rows are
-byte-identical, the table keeps its columns and invariants, and the Parquet copy says the same.
+byte-identical, the table keeps its columns and invariants, and the Parquet copy says the same. Between
+the two, the champion is retrained twice keeping one version (``RECSYS_KEEP_MODEL_VERSIONS=1``): model
+retention must keep the published version the increment scores with.
 """
 
 from __future__ import annotations
@@ -19,21 +21,22 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from dagster import DagsterInstance, ExecuteInProcessResult, build_sensor_context
+from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult, build_sensor_context
 
-from recsys_dagster.automation.jobs import INCREMENTAL_JOB_NAME
+from recsys_dagster.automation.jobs import INCREMENTAL_JOB_NAME, REFRESH_JOB_NAME
 from recsys_dagster.automation.sensors import inbox_sensor
 from recsys_dagster.definitions import defs
 from recsys_dagster.ingest.assets import INPUT_FILES
 from recsys_dagster.publish.incremental import (
     current_rows,
+    Publication,
     live_publication,
     published_champion,
     recalculated_user_factors,
     replace_user_rows,
 )
 from recsys_dagster.publish.serving import Forbidden, PublishInvariantError, check_invariants
-from recsys_dagster.settings import DATA_DIR
+from recsys_dagster.settings import DATA_DIR, KEEP_MODEL_VERSIONS_ENV
 from tests.conftest import isolate_pipeline
 
 SAMPLE = DATA_DIR / "sample" / "online_retail.csv"
@@ -59,9 +62,11 @@ def forbidden(root: Path, unavailable: list[str] | None = None) -> Forbidden:
     return Forbidden(purchased, marked if unavailable is None else unavailable)
 
 
-def run_job(name: str, instance: DagsterInstance, partition_key: str | None = None) -> ExecuteInProcessResult:
+def run_job(
+    name: str, instance: DagsterInstance, partition_key: str | None = None, assets: list[AssetKey] | None = None
+) -> ExecuteInProcessResult:
     result = defs.resolve_job_def(name).execute_in_process(
-        instance=instance, partition_key=partition_key, raise_on_error=False
+        instance=instance, partition_key=partition_key, asset_selection=assets, raise_on_error=False
     )
     errors = [
         (event.step_failure_data.error.cause or event.step_failure_data.error).to_string()
@@ -82,6 +87,17 @@ class Increment:
     single_item_user: str
     new_user_items: list[str]
     metadata: dict
+    published: Publication
+    #: The champion's versions after the publication: those trained since, and those on disk.
+    retrained: list[str]
+    on_disk: list[str]
+
+
+def retrain(model: str, instance: DagsterInstance) -> str:
+    """Train ``model`` again (no evaluation, no publication); its new version back."""
+    result = run_job(REFRESH_JOB_NAME, instance, assets=[AssetKey(model)])
+    [materialization] = result.asset_materializations_for_node(model)
+    return materialization.metadata["model_version"].value
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +108,12 @@ def increment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Increment]:
         lines = SAMPLE.read_text(encoding="utf-8").splitlines(keepends=True)
         (root / "input_dir" / "base.csv").write_text("".join(lines[: 1 + BASE_ROWS]), encoding="utf-8")
         instance = DagsterInstance.ephemeral()
-        run_job("refresh_recommendations", instance)
+        run_job(REFRESH_JOB_NAME, instance)
         before = serving_rows(root)
+        published = live_publication(root / "serving.duckdb")
+        monkeypatch.setenv(KEEP_MODEL_VERSIONS_ENV, "1")
+        retrained = [retrain(published.model, instance) for _ in range(2)]
+        on_disk = sorted(path.name for path in (root / "models_dir" / published.model).iterdir())
 
         model_rows = before[before["score"].notna()]
         warm_user = model_rows["user_id"].iloc[0]
@@ -115,12 +135,21 @@ def increment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Increment]:
         [materialization] = result.asset_materializations_for_node("recommendations_increment")
         yield Increment(
             root, before, serving_rows(root), request.job_name, warm_user, bought, single_item_user, new_user_items,
-            {name: value.value for name, value in materialization.metadata.items()},
+            {name: value.value for name, value in materialization.metadata.items()}, published, retrained, on_disk,
         )
 
 
 def test_the_sensor_sends_a_file_after_a_publication_to_the_incremental_job(increment: Increment) -> None:
     assert increment.requested_job == INCREMENTAL_JOB_NAME
+
+
+def test_retention_keeps_the_published_champion_the_increment_scores_with(increment: Increment) -> None:
+    """Keeping one version, the first retraining's version went; the published one, older, stayed."""
+    assert increment.on_disk == sorted([increment.published.model_version, increment.retrained[-1]])
+    assert increment.published.model_version not in increment.retrained
+    assert (increment.metadata["model"], increment.metadata["model_version"]) == (
+        increment.published.model, increment.published.model_version
+    )
 
 
 def test_a_bought_item_leaves_the_buyers_list(increment: Increment) -> None:
