@@ -121,6 +121,7 @@ def broken_serving_invariants(serving: Path, warehouse: Path) -> dict[str, int]:
             "CREATE TEMP VIEW purchased AS SELECT user_id, item_id FROM wh.main.fct_user_item_interactions "
             "WHERE n_transactions > 0 OR n_ratings > 0"
         )
+        con.execute("CREATE TEMP VIEW unavailable AS SELECT item_id FROM wh.main.dim_items WHERE available = false")
         counts = {name: con.execute(sql).fetchone()[0] for name, sql in INVARIANTS.items()}
         counts["users_without_recommendations"] = con.execute(
             "SELECT count(*) FROM wh.main.dim_users ANTI JOIN recs.user_recommendations USING (user_id)"
