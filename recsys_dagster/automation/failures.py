@@ -37,6 +37,7 @@ from dagster import (
 from dagster._utils.error import SerializableErrorInfo  # the type of step errors; not re-exported by dagster
 
 from recsys_dagster import settings
+from recsys_dagster.relations import registered
 
 FAILURES_TABLE = "ml.pipeline_failures"
 FAILURES_DDL = (
@@ -139,16 +140,13 @@ def append_failures(con: duckdb.DuckDBPyConnection, failures: pd.DataFrame) -> i
     """Insert records not already present (same run and step); returns the number inserted."""
     for ddl in FAILURES_DDL:
         con.execute(ddl)
-    con.register("incoming_failures", failures)
-    try:
+    with registered(con, incoming_failures=failures):
         return con.execute(
             f"""INSERT INTO {FAILURES_TABLE}
             SELECT DISTINCT run_id, job_name, step, error, failed_at FROM incoming_failures i
             WHERE NOT EXISTS (SELECT 1 FROM {FAILURES_TABLE} p
                               WHERE p.run_id = i.run_id AND p.step IS NOT DISTINCT FROM i.step)"""
-        ).fetchone()[0]
-    finally:
-        con.unregister("incoming_failures")
+        ).fetchall()[0][0]
 
 
 def as_frame(failures: list[PipelineFailure]) -> pd.DataFrame:

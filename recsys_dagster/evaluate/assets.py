@@ -66,15 +66,13 @@ from recsys_dagster.models.registry import (
 )
 from recsys_dagster.models.svd import holdout_ratings, validation_ratings
 from recsys_dagster.models.validation import VALIDATION_HOLDOUT_TABLE, VALIDATION_TRAIN_TABLE
+from recsys_dagster.relations import registered
 from recsys_dagster.resources import WAREHOUSE_POOL, WarehouseResource
 from recsys_dagster.settings import min_items_for_model, repurchase_policy
 
 EVAL_KS = (10, 20)
-EVAL_K = EVAL_KS[0]
 FALLBACK_MODEL = "popularity_model"
 RATING_MODELS = ("svd_model",)
-#: Metric-name suffix -> which relevant pairs count.
-RELEVANCE_SUFFIXES = {"": "every item touched in the window", "_new_items": "only items new to the user"}
 #: Columns of the metadata table (the full set is in ml.evaluation_runs).
 SUMMARY_METRICS = (
     CHAMPION_METRIC, "val_ndcg@10", "val_ndcg@10_new_items", "ndcg@10", "ndcg@10_new_items", "ndcg@20", "precision@10",
@@ -364,11 +362,8 @@ def evaluation_rows(run_id: str, versions: dict[str, str], scores: dict[str, dic
 
 def append_evaluation_rows(con: duckdb.DuckDBPyConnection, rows: pd.DataFrame) -> None:
     con.execute(EVALUATION_DDL)
-    con.register("new_evaluation_rows", rows)
-    try:
+    with registered(con, new_evaluation_rows=rows):
         con.execute("INSERT INTO ml.evaluation_runs BY NAME SELECT * FROM new_evaluation_rows")
-    finally:
-        con.unregister("new_evaluation_rows")
 
 
 def summary_table(rows: pd.DataFrame) -> pd.DataFrame:

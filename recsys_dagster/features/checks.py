@@ -39,6 +39,7 @@ from dagster import (
 from pydantic import Field
 
 from recsys_dagster.metadata import frame_preview
+from recsys_dagster.relations import registered
 from recsys_dagster.resources import WAREHOUSE_POOL, WarehouseResource
 
 TRAINING_MART = "fct_train_user_item"
@@ -141,8 +142,7 @@ def collapse_problems(
 
 def record_profile(con: duckdb.DuckDBPyConnection, run_id: str, mix: pd.DataFrame, passed: bool) -> None:
     """Append this check's mix to ``ml.training_data_profiles`` (the next check's baseline if passed)."""
-    con.register("checked_mix", mix)
-    try:
+    with registered(con, checked_mix=mix):
         con.execute(
             """
             INSERT INTO ml.training_data_profiles
@@ -150,8 +150,6 @@ def record_profile(con: duckdb.DuckDBPyConnection, run_id: str, mix: pd.DataFram
             """,
             {"run_id": run_id, "passed": passed},
         )
-    finally:
-        con.unregister("checked_mix")
 
 
 def mix_summary(mix: pd.DataFrame) -> str:

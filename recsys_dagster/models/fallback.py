@@ -18,6 +18,7 @@ import pandas as pd
 
 from recsys_dagster.models.matrix import Fit, checked_table
 from recsys_dagster.models.registry import LoadedModel
+from recsys_dagster.relations import registered
 
 #: Popularity is user-agnostic: any id returns the global ranking.
 GLOBAL_USER = "__all_users__"
@@ -141,13 +142,8 @@ class FallbackLists:
             users="listed_users" if self.users is not None else "dim_users",
             interactions=checked_table(self.interactions),
         )
-        for name, table in views.items():
-            con.register(name, table)
-        try:
+        with registered(con, **views):
             yield sql, {"n": self.n, "recent_days": self.recent_days}
-        finally:
-            for name in views:
-                con.unregister(name)
 
     def arrow(self, con: duckdb.DuckDBPyConnection) -> object:
         """The lists as an Arrow table (evaluation and the incremental publish: a subset of users)."""

@@ -43,6 +43,7 @@ from recsys_dagster.models.registry import LoadedModel, purchased_pairs
 from recsys_dagster.models.repeat import OWN_FIRST_WITH_RELATED, RepeatAwareConfig, item_similarity, with_own_history
 from recsys_dagster.models.svd import SvdConfig, fit_svd, predict_svd, validation_ratings
 from recsys_dagster.models.validation import VALIDATION_HOLDOUT_TABLE, VALIDATION_TRAIN_TABLE
+from recsys_dagster.relations import registered
 from recsys_dagster.settings import repurchase_policy
 
 TUNING_DDL = """
@@ -259,11 +260,8 @@ def tune(con: duckdb.DuckDBPyConnection, run_id: str, config: TuningConfig) -> p
     frames = [als_trials, run_search(repeat, run_id, config.seed), run_search(svd, run_id, config.seed)]
     trials_frame = pd.concat(frames, ignore_index=True)
     con.execute(TUNING_DDL)
-    con.register("new_trials", trials_frame)
-    try:
+    with registered(con, new_trials=trials_frame):
         con.execute("INSERT INTO ml.tuning_runs BY NAME SELECT * FROM new_trials")
-    finally:
-        con.unregister("new_trials")
     return trials_frame
 
 

@@ -56,6 +56,7 @@ from recsys_dagster.publish.serving import (
     export_parquet,
     publish_serving_file,
 )
+from recsys_dagster.relations import registered
 from recsys_dagster.resources import WAREHOUSE_POOL, RecsysPaths, WarehouseResource
 from recsys_dagster.settings import min_items_for_model
 
@@ -104,13 +105,9 @@ def category_neighbours(
     A content-based neighbour is the only evidence a brand-new item has; popularity within the
     category orders the neighbours. Unavailable items are never neighbours.
     """
-    con.register("known_items", pd.DataFrame({"item_id": known_items.astype(str)}))
-    con.register("banned", pd.DataFrame({"item_id": pd.Series(banned, dtype=object)}))
-    try:
+    known = pd.DataFrame({"item_id": known_items.astype(str)})
+    with registered(con, known_items=known, banned=pd.DataFrame({"item_id": pd.Series(banned, dtype=object)})):
         return con.execute(CATEGORY_NEIGHBOURS_SQL, {"n": n}).df()
-    finally:
-        con.unregister("known_items")
-        con.unregister("banned")
 
 
 def forbidden_items(con: duckdb.DuckDBPyConnection, repurchase: bool) -> Forbidden:

@@ -21,6 +21,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from recsys_dagster.relations import registered
 from recsys_dagster.settings import duckdb_temp_dir
 
 RECOMMENDATIONS_PER_USER = 20
@@ -159,23 +160,14 @@ def _create_table(con: duckdb.DuckDBPyConnection, target: str, frame: Frame) -> 
     if isinstance(frame, Query):
         con.execute(f"INSERT INTO {target} {select} FROM ({frame.sql})", frame.params)
         return
-    con.register("incoming", frame)
-    try:
+    with registered(con, incoming=frame):
         con.execute(f"INSERT INTO {target} {select} FROM incoming")
-    finally:
-        con.unregister("incoming")
 
 
 def check_invariants(con: duckdb.DuckDBPyConnection, forbidden: Forbidden) -> list[InvariantViolation]:
     """Every published invariant that the tables in ``con`` break (empty list = publishable)."""
-    relations = forbidden.relations()
-    for name, relation in relations.items():
-        con.register(name, relation)
-    try:
+    with registered(con, **forbidden.relations()):
         counts = {name: con.execute(sql).fetchall()[0][0] for name, sql in INVARIANTS.items()}
-    finally:
-        for name in relations:
-            con.unregister(name)
     return [InvariantViolation(name, int(count)) for name, count in counts.items() if count]
 
 
