@@ -40,6 +40,13 @@ ROWS = [
     ("clear", "repeat_aware_model", "v-rep-6", "val_ndcg@10_served", 0.20, datetime(2020, 1, 1)),
     ("clear", "popularity_model", "v-pop-6", "val_ndcg@10_served", 0.33, datetime(2020, 1, 1)),
     ("clear", "popularity_model", "v-pop-6", "val_ndcg@10_served_se", 0.04, datetime(2020, 1, 1)),
+    # SVD leads popularity by 0.03 < its standard error 0.04: noise; by 0.05 it is not.
+    ("svd-noisy", "svd_model", "v-svd-7", "val_ndcg@10_served", 0.33, datetime(2019, 1, 1)),
+    ("svd-noisy", "svd_model", "v-svd-7", "val_ndcg@10_served_se", 0.04, datetime(2019, 1, 1)),
+    ("svd-noisy", "popularity_model", "v-pop-7", "val_ndcg@10_served", 0.30, datetime(2019, 1, 1)),
+    ("svd-clear", "svd_model", "v-svd-8", "val_ndcg@10_served", 0.35, datetime(2018, 1, 1)),
+    ("svd-clear", "svd_model", "v-svd-8", "val_ndcg@10_served_se", 0.04, datetime(2018, 1, 1)),
+    ("svd-clear", "popularity_model", "v-pop-8", "val_ndcg@10_served", 0.30, datetime(2018, 1, 1)),
 ]
 
 
@@ -52,9 +59,9 @@ def con(tmp_path: Path):
 
 
 def test_latest_run_best_validation_ndcg_among_the_candidates(con) -> None:
-    # svd and item_knn tie at 0.25 in the latest run: svd comes first in the candidate order;
+    # svd and item_knn tie at 0.25 in the latest run: item_knn comes first in the candidate order;
     # the experiment's 0.99 is not a candidate, test-window and precision rows do not count.
-    assert select_champion(con) == ChampionChoice("new", "svd_model", "v-svd-2", 0.25)
+    assert select_champion(con) == ChampionChoice("new", "item_knn_model", "v-knn-2", 0.25)
 
 
 def test_a_given_run_and_a_restricted_candidate_list(con) -> None:
@@ -68,6 +75,17 @@ def test_a_lead_within_one_standard_error_does_not_win(con) -> None:
     assert select_champion(con, "noisy", noise_se=0.0).model == "popularity_model"  # strictly the best
     assert select_champion(con, "noisy", noise_se=2.0).model == "repeat_aware_model"
     assert select_champion(con, "clear").model == "popularity_model"  # 0.20 < 0.33 - 0.04
+
+
+def test_svd_wins_only_by_a_lead_beyond_noise(con) -> None:
+    """SVD comes after every other candidate, the popularity baselines too: a tie or a lead within noise loses."""
+    assert CHAMPION_CANDIDATES[-1] == "svd_model"
+    assert select_champion(con, "new", candidates=["svd_model", "popularity_model", "item_knn_model"]).model == (
+        "item_knn_model"
+    )
+    assert select_champion(con, "svd-noisy") == ChampionChoice("svd-noisy", "popularity_model", "v-pop-7", 0.30)
+    assert select_champion(con, "svd-noisy", noise_se=0.0).model == "svd_model"  # strictly the best
+    assert select_champion(con, "svd-clear") == ChampionChoice("svd-clear", "svd_model", "v-svd-8", 0.35)
 
 
 def test_every_trained_model_is_a_candidate() -> None:
