@@ -72,6 +72,13 @@ UNSEEN_SHARE = "new-item holdout pairs whose item is unseen in train"
 TUNING_BUDGET = {"als_trials": 8, "repeat_trials": 24, "svd_trials": 4}
 TABLE_METRICS = ("val_ndcg@10_served", "val_ndcg@10", "ndcg@10", "ndcg@10_new_items", "ndcg@20", "precision@10",
                  "recall@10", "map@10", "hit_rate@10", "coverage@10")
+#: Every test-window metric model_evaluation writes, for the per-dataset "all metrics" table: both
+#: relevance definitions, K = 10 and 20, and the rating errors (SVD only).
+ALL_TEST_METRICS = (
+    *(f"{name}@{k}{suffix}" for suffix in ("", "_new_items") for k in (10, 20)
+      for name in ("precision", "recall", "ndcg", "map", "hit_rate", "coverage")),
+    "rmse", "mae",
+)
 #: Test-window NDCG@10 over the warm users only (history before the cutoff): cold users get popularity from
 #: every model, so they dilute every ratio alike; these columns show the models' own difference.
 WARM_COLUMNS = ("ndcg@10 95% CI", "warm ndcg@10", "warm ndcg@10 95% CI", "warm ndcg@10_new_items")
@@ -608,6 +615,13 @@ def targets_section(results: list[DatasetResult], amazon: RatingErrors | None, m
     return [*lines, ""]
 
 
+def all_metrics_table(table: pd.DataFrame) -> str:
+    """``ALL_TEST_METRICS`` (those present) as rows, one column per model, best validation choice first."""
+    present = [metric for metric in ALL_TEST_METRICS if metric in table.columns]
+    ordered = table.sort_values("val_ndcg@10_served", ascending=False)[present].T
+    return ordered.round(4).astype(object).where(ordered.notna(), "").to_markdown()
+
+
 def markdown(results: list[DatasetResult], amazon: RatingErrors | None, movielens: dict | None, implicit: dict | None,
              reused: list[str]) -> str:
     lines = ["# Recommendation quality on real shop logs", "",
@@ -642,6 +656,8 @@ def markdown(results: list[DatasetResult], amazon: RatingErrors | None, movielen
                   *(f"- {comparison}" for comparison in result.comparisons),
                   f"- wall time {result.seconds:.0f} s", "",
                   table.round(4).astype(object).where(table.notna(), "").to_markdown(), "",
+                  "<details><summary>every test metric: K = 10 and 20, every item / only items new to the user "
+                  "(rows), every model (columns)</summary>", "", all_metrics_table(result.table), "", "</details>", "",
                   "<details><summary>parameters</summary>", "", "```json",
                   json.dumps(result.params, indent=1, sort_keys=True), "```", "</details>", ""]
     lines += targets_section(results, amazon, movielens, implicit)

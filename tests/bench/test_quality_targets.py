@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench.quality import ONLINE_RETAIL, PLAIN_NAME, TAOBAO, DatasetResult, dataset_target_rows
+from bench.quality import ONLINE_RETAIL, PLAIN_NAME, TAOBAO, DatasetResult, all_metrics_table, dataset_target_rows
 
 MODELS = ("repeat_aware_model", PLAIN_NAME, "als_model", "item_knn_bm25_model", "popularity_model",
           "popularity_recent_model")
@@ -54,3 +54,14 @@ def test_plain_list_and_blend_rows_keep_their_populations() -> None:
     taobao = dataset_target_rows(result(TAOBAO, scores(0.13, 0.12, 0.05), scores(0.13, 0.12, 0.05)))
     assert row(taobao, "Taobao UserBehavior: repeat-aware blend")[3:] == ["warm", "met"]  # "never below 0"
     assert not [line for line in taobao if "x the better popularity" in line]
+
+
+def test_every_test_metric_is_a_row_and_every_model_a_column() -> None:
+    table = pd.DataFrame({"val_ndcg@10_served": {"a": 0.1, "b": 0.3}, "ndcg@10": {"a": 0.2, "b": 0.4},
+                          "recall@20_new_items": {"a": 0.5, "b": 0.6}, "rmse": {"a": 1.2, "b": None},
+                          "not_a_test_metric": {"a": 9.0, "b": 9.0}})
+    lines = all_metrics_table(table).splitlines()
+    assert [cell.strip() for cell in lines[0].strip("|").split("|")] == ["", "b", "a"]  # best validation first
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ["ndcg@10", "recall@20_new_items", "rmse"]
+    assert [cell.strip() for cell in lines[3].strip("|").split("|")] == ["recall@20_new_items", "0.6", "0.5"]
+    assert lines[4].replace(" ", "") == "|rmse||1.2|"
