@@ -93,6 +93,17 @@ def mixed_users(con: duckdb.DuckDBPyConnection) -> pd.Index:
     return pd.Index(frame["user_id"].astype(str))
 
 
+def weighted_counts(con: duckdb.DuckDBPyConnection, users: pd.Index) -> pd.DataFrame:
+    """The users' pairs with ``WEIGHTS`` applied to their counts in numpy (REES46 has no ratings)."""
+    pairs = con.execute(
+        f"SELECT user_id, item_id, n_views, n_addtocarts, n_transactions FROM {SERVING_TABLE} "
+        "WHERE user_id IN (SELECT unnest($users))",
+        {"users": users.tolist()},
+    ).df()
+    counts = pairs[["n_views", "n_addtocarts", "n_transactions"]].to_numpy(np.float64)
+    return pairs[["user_id", "item_id"]].assign(value=counts @ np.array(WEIGHTS[:3]))
+
+
 @pytest.mark.parametrize("weighting", ["none", "bm25", "tfidf"])
 def test_the_incremental_user_rows_are_the_fits_rows_under_its_event_weights(shop_db: Path, weighting: str) -> None:
     config = AlsConfig(event_weights=WEIGHTS, weighting=weighting, use_tuned=False)
@@ -100,18 +111,13 @@ def test_the_incremental_user_rows_are_the_fits_rows_under_its_event_weights(sho
         users = mixed_users(con)
         whole = load_matrix(con, SERVING_TABLE, config.event_weights)
         rows = current_rows(con, users, pd.Index(whole.item_ids), config)
-        counts = con.execute(
-            f"SELECT user_id, item_id, n_views, n_addtocarts, n_transactions FROM {SERVING_TABLE} "
-            "WHERE user_id IN (SELECT unnest($users))",
-            {"users": users.tolist()},
-        ).df()
+        expected = weighted_counts(con, users)
     assert len(users) >= 5
     fitted = WEIGHTINGS[weighting](whole.matrix)[pd.Index(whole.user_ids).get_indexer(users)].astype(np.float32)
     assert (rows != fitted).nnz == 0
     if weighting == "none":  # the values themselves, from the counts: 0.5 per view, 3 per cart, 15 per purchase
-        expected = counts[["n_views", "n_addtocarts", "n_transactions"]].to_numpy(np.float64) @ np.array(WEIGHTS[:3])
-        cells = rows[users.get_indexer(counts["user_id"]), pd.Index(whole.item_ids).get_indexer(counts["item_id"])]
-        np.testing.assert_array_equal(np.asarray(cells).ravel(), expected.astype(np.float32))
+        cells = rows[users.get_indexer(expected["user_id"]), pd.Index(whole.item_ids).get_indexer(expected["item_id"])]
+        np.testing.assert_array_equal(np.asarray(cells).ravel(), expected["value"].to_numpy(np.float32))
 
 
 def test_the_incremental_user_refit_solves_als_on_the_event_weighted_rows(shop_db: Path) -> None:
@@ -127,18 +133,12 @@ def test_the_incremental_user_refit_solves_als_on_the_event_weighted_rows(shop_d
         unweighted = LoadedModel("als_model", "test", Path(), {**config.model_dump(), "event_weights": None},
                                  _fits={"serving": fit})
         strength_refit = user_side_refit(con, unweighted, users)
-        counts = con.execute(
-            f"SELECT user_id, item_id, n_views, n_addtocarts, n_transactions FROM {SERVING_TABLE} "
-            "WHERE user_id IN (SELECT unnest($users))",
-            {"users": users.tolist()},
-        ).df()
+        pairs = weighted_counts(con, users)
     assert list(refit.user_ids) == list(users)
     item_factors = fit.dense["item_factors"].astype(np.float64)
     for row, user in enumerate(users):
-        pairs = counts[counts["user_id"] == user]
-        y = item_factors[fit.item_index.get_indexer(pairs["item_id"])]
-        values = pairs[["n_views", "n_addtocarts", "n_transactions"]].to_numpy(np.float64) @ np.array(WEIGHTS[:3])
-        confidence = config.alpha * values
+        own = pairs[pairs["user_id"] == user]
+        y, confidence = item_factors[fit.item_index.get_indexer(own["item_id"])], config.alpha * own["value"].to_numpy()
         lhs = item_factors.T @ item_factors + config.regularization * np.eye(8) + (y.T * (confidence - 1)) @ y
         solved = np.linalg.solve(lhs, y.T @ confidence)
         np.testing.assert_allclose(refit.dense["user_factors"][row], solved, rtol=1e-3, atol=1e-4)
