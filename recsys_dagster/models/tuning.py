@@ -60,8 +60,9 @@ CREATE TABLE IF NOT EXISTS ml.tuning_runs (
 #: for click-heavy logs (YooChoose, Taobao) where many views of one item would otherwise outweigh
 #: the purchase that shows what the user wanted; views only as a tie-breaker (0.1, 2, 10, 1), intent
 #: almost alone. No weight is 0: a pair of views only would leave the matrix, and its user the model.
-#: On a one-event-type log (purchases only, ratings only) a weighting only rescales strength, which
-#: ``alpha`` already does.
+#: The rating keeps dbt's weight 1 throughout (no option has a reason to move it), so on a ratings-only
+#: log every option is the mart's strength, and on a purchases-only log one only rescales it, as
+#: ``alpha`` does: the dimension matters where a log mixes event types.
 ALS_GRID = {"factors": [32, 64, 128], "regularization": [0.01, 0.05, 0.5], "alpha": [1.0, 10.0, 40.0],
             "iterations": [15, 30], "weighting": ["none", "bm25", "tfidf"],
             "event_weights": [None, [1.0, 1.0, 1.0, 1.0], [0.5, 3.0, 15.0, 1.0], [0.1, 2.0, 10.0, 1.0]]}
