@@ -15,7 +15,7 @@ import pandas as pd
 from dagster import Config
 from implicit.cpu.als import AlternatingLeastSquares
 from implicit.nearest_neighbours import bm25_weight, tfidf_weight
-from pydantic import Field
+from pydantic import Field, field_validator
 from threadpoolctl import threadpool_limits
 
 from recsys_dagster.models.artifacts import FitArrays
@@ -37,9 +37,22 @@ class AlsConfig(Config):
     warm_start_iterations: int = Field(default=5, ge=1)
     #: Reweighting of the strength matrix before the fit (BM25 / TF-IDF damp heavy users and popular items).
     weighting: Literal["none", "bm25", "tfidf"] = "none"
+    #: Weights of (views, add-to-carts, purchases, last rating) summed into a pair's matrix value in place
+    #: of the mart's ``strength`` (dbt's ``event_weights`` var): None keeps ``strength``. Lets tuning try
+    #: other weightings on the same marts, without a dbt rebuild (``matrix.pair_value_sql``).
+    event_weights: list[float] | None = Field(default=None, min_length=4, max_length=4)
     random_state: int = 42
     #: Take the parameters the latest ``model_tuning`` run selected (ml.tuning_runs) over these defaults.
     use_tuned: bool = True
+
+    @field_validator("event_weights")
+    @classmethod
+    def some_event_counts(cls, weights: list[float] | None) -> list[float] | None:
+        """Weights must be >= 0 and not all 0: a negative one would make pairs with more events weigh
+        less (or drop them: only positive values enter the matrix), all zero would leave no pair."""
+        if weights is not None and (min(weights) < 0 or sum(weights) <= 0):
+            raise ValueError(f"event_weights must be >= 0 with at least one > 0, got {weights}")
+        return weights
 
 
 #: The ``weighting`` options: implicit's own BM25 / TF-IDF weights of a users x items matrix.
@@ -65,15 +78,16 @@ def carried_factors(
 def fit_als(
     con: duckdb.DuckDBPyConnection, table: str, config: AlsConfig, start: FitArrays | None = None
 ) -> FitArrays:
-    """Fit ALS on the strength matrix of ``table``; ``start`` (an ALS fit of a subset of its rows)
-    warm-starts it: its factors are the starting point and ``warm_start_iterations`` sweeps follow.
+    """Fit ALS on the matrix of ``table``'s pair values (strength, or ``config.event_weights``); ``start``
+    (an ALS fit of a subset of its rows) warm-starts it: its factors are the starting point and
+    ``warm_start_iterations`` sweeps follow.
 
     implicit keeps factors that are set before ``fit`` (it draws random ones only when they are
     None), so a warm start is just presetting them. BLAS is pinned to one thread while fitting:
     implicit parallelises over users itself, and a multi-threaded OpenBLAS underneath
     oversubscribes the cores and slows the fit down.
     """
-    data = load_matrix(con, table)
+    data = load_matrix(con, table, config.event_weights)
     matrix = WEIGHTINGS[config.weighting](data.matrix)
     with threadpool_limits(limits=1, user_api="blas"):  # implicit checks the BLAS threads on construction
         model = AlternatingLeastSquares(

@@ -20,6 +20,11 @@ from recsys_dagster.resources import RecsysPaths, WarehouseResource
 
 #: dbt's default ``event_weights`` var (dbt_project.yml): view 1, addtocart 3, transaction 5, rating 1.
 DEFAULT_EVENT_WEIGHTS = {"w_view": 1.0, "w_addtocart": 3.0, "w_transaction": 5.0, "w_rating": 1.0}
+#: Columns strength is a linear function of (the dbt macro user_item_aggregates), in the order of the
+#: weights' parameters: strength = sum of ``$<parameter> * <term>`` (``STRENGTH_SQL``).
+STRENGTH_TERMS = ("n_views", "n_addtocarts", "n_transactions", "coalesce(last_rating, 0)")
+EVENT_WEIGHT_PARAMETERS = tuple(DEFAULT_EVENT_WEIGHTS)
+STRENGTH_SQL = " + ".join(f"${weight} * {term}" for weight, term in zip(EVENT_WEIGHT_PARAMETERS, STRENGTH_TERMS))
 #: dbt's default ``holdout_fraction``; the test cutoff is the event-time quantile 1 - fraction.
 HOLDOUT_FRACTION = 0.2
 #: The dbt definition of the holdout cutoff; a benchmark with its own split passes another expression.
@@ -48,8 +53,7 @@ SELECT user_id, item_id,
        {LATEST_RATING} AS last_rating,
        min(event_time) AS first_event_time,
        max(event_time) AS last_event_time,
-       CAST($w_view * n_views + $w_addtocart * n_addtocarts + $w_transaction * n_transactions
-            + $w_rating * coalesce(last_rating, 0) AS DOUBLE) AS strength
+       CAST({STRENGTH_SQL} AS DOUBLE) AS strength
 FROM {source}
 WHERE {where}
 GROUP BY user_id, item_id

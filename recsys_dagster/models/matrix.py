@@ -8,6 +8,7 @@ stored id arrays alone.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -15,6 +16,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 from scipy.sparse import csr_matrix
+
+from recsys_dagster.models.marts import EVENT_WEIGHT_PARAMETERS, STRENGTH_SQL
 
 #: The three fits of every model and the table each is trained on: "validation" picks the champion
 #: and tunes (events before the validation cutoff), "holdout" is what the test-window evaluation
@@ -25,9 +28,6 @@ FIT_TABLES: dict[str, str] = {
     "holdout": "fct_train_user_item",
     "serving": "fct_user_item_interactions",
 }
-
-#: Columns that may be used as matrix values (identifiers cannot be bound as SQL parameters).
-VALUE_COLUMNS = frozenset({"strength"})
 
 
 @dataclass(frozen=True)
@@ -73,22 +73,37 @@ def ids_by_index(ids: pd.Series, index: np.ndarray, size: int) -> np.ndarray:
     return id_array(ordered)
 
 
-def load_matrix(con: duckdb.DuckDBPyConnection, table: str, value: str = "strength") -> InteractionMatrix:
-    """The float32 user x item matrix of ``value`` in ``table`` (pairs with a positive value only).
+def pair_value_sql(event_weights: Sequence[float] | None) -> tuple[str, dict[str, float]]:
+    """SQL for a pair's matrix value over a mart's columns, and the parameters it binds: the mart's
+    ``strength`` (None), or the same sum of event counts and rating (``STRENGTH_SQL``) with the given
+    weights (view, addtocart, transaction, rating) instead of dbt's, so a model can weigh events its
+    own way without a dbt rebuild."""
+    if event_weights is None:
+        return "strength", {}
+    if len(event_weights) != len(EVENT_WEIGHT_PARAMETERS):
+        raise ValueError(f"expected {len(EVENT_WEIGHT_PARAMETERS)} event weights, got {list(event_weights)}")
+    return f"CAST({STRENGTH_SQL} AS DOUBLE)", dict(zip(EVENT_WEIGHT_PARAMETERS, map(float, event_weights)))
+
+
+def load_matrix(
+    con: duckdb.DuckDBPyConnection, table: str, event_weights: Sequence[float] | None = None
+) -> InteractionMatrix:
+    """The float32 user x item matrix of ``table``'s pair values (``pair_value_sql``), positive ones only.
 
     Zero-valued pairs are dropped because implicit's ALS treats a stored entry as a positive
     observation whatever its value; an event type that weighs nothing must not become one.
     """
-    if value not in VALUE_COLUMNS:
-        raise ValueError(f"unknown value column {value!r}; expected one of {sorted(VALUE_COLUMNS)}")
+    value, parameters = pair_value_sql(event_weights)
     frame = con.execute(
         f"""
-        SELECT user_id, item_id, CAST({value} AS FLOAT) AS value,
+        WITH pairs AS (SELECT user_id, item_id, {value} AS value FROM {checked_table(table)})
+        SELECT user_id, item_id, CAST(value AS FLOAT) AS value,
                CAST(dense_rank() OVER (ORDER BY user_id) - 1 AS INTEGER) AS row_index,
                CAST(dense_rank() OVER (ORDER BY item_id) - 1 AS INTEGER) AS col_index
-        FROM {checked_table(table)}
-        WHERE {value} > 0
-        """
+        FROM pairs
+        WHERE value > 0
+        """,
+        parameters,
     ).df()
     n_users = int(frame["row_index"].max()) + 1 if len(frame) else 0
     n_items = int(frame["col_index"].max()) + 1 if len(frame) else 0

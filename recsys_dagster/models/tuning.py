@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,8 +55,18 @@ CREATE TABLE IF NOT EXISTS ml.tuning_runs (
 );
 """
 
+#: ``event_weights`` (view, addtocart, transaction, rating; ``AlsConfig``): None = the mart's strength
+#: (dbt's 1, 3, 5, 1); every event alike (1, 1, 1, 1), for logs where a click says as much about taste
+#: as a purchase and dbt's weights only add the noise of rare events; purchases first (0.5, 3, 15, 1),
+#: for click-heavy logs (YooChoose, Taobao) where many views of one item would otherwise outweigh
+#: the purchase that shows what the user wanted; views only as a tie-breaker (0.1, 2, 10, 1), intent
+#: almost alone. No weight is 0: a pair of views only would leave the matrix, and its user the model.
+#: The rating keeps dbt's weight 1 throughout (no option has a reason to move it), so on a ratings-only
+#: log every option is the mart's strength, and on a purchases-only log one only rescales it, as
+#: ``alpha`` does: the dimension matters where a log mixes event types.
 ALS_GRID = {"factors": [32, 64, 128], "regularization": [0.01, 0.05, 0.5], "alpha": [1.0, 10.0, 40.0],
-            "iterations": [15, 30], "weighting": ["none", "bm25"]}
+            "iterations": [15, 30], "weighting": ["none", "bm25", "tfidf"],
+            "event_weights": [None, [1.0, 1.0, 1.0, 1.0], [0.5, 3.0, 15.0, 1.0], [0.1, 2.0, 10.0, 1.0]]}
 SVD_GRID = {"n_factors": [50, 100, 200], "n_epochs": [40, 80], "lr_all": [0.005, 0.01], "reg_all": [0.05, 0.1]}
 #: The repeat-aware knobs (models/repeat.py); a day is 1440 invoices on Online Retail's invoice clock.
 REPEAT_GRID = {"repeat_weight": [0.3, 0.6, 0.9, 0.999], "half_life_days": [0.05, 1.0, 14.0],
@@ -63,12 +74,17 @@ REPEAT_GRID = {"repeat_weight": [0.3, 0.6, 0.9, 0.999], "half_life_days": [0.05,
                "related_weight": [0.0, 0.25, 0.5, 0.75]}
 
 
+def grid_size(grid: dict[str, list]) -> int:
+    """How many points ``grid`` has: the most distinct trials a search can draw from it."""
+    return math.prod(len(values) for values in grid.values())
+
+
 class TuningConfig(Config):
     """The budget: how many grid points per model are tried (sampled with ``seed``, reproducibly)."""
 
-    als_trials: int = Field(default=4, ge=1, le=108)
-    svd_trials: int = Field(default=4, ge=1, le=24)
-    repeat_trials: int = Field(default=12, ge=1, le=768)
+    als_trials: int = Field(default=4, ge=1, le=grid_size(ALS_GRID))
+    svd_trials: int = Field(default=4, ge=1, le=grid_size(SVD_GRID))
+    repeat_trials: int = Field(default=12, ge=1, le=grid_size(REPEAT_GRID))
     seed: int = 42
 
 

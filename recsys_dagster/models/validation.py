@@ -17,14 +17,17 @@ from __future__ import annotations
 import duckdb
 import numpy as np
 
-from recsys_dagster.models.marts import execute_with_parameters, holdout_pairs_sql, pair_features_sql
+from recsys_dagster.models.marts import (
+    EVENT_WEIGHT_PARAMETERS,
+    STRENGTH_TERMS,
+    execute_with_parameters,
+    holdout_pairs_sql,
+    pair_features_sql,
+)
 
 VALIDATION_TRAIN_TABLE = "ml.validation_train_user_item"
 VALIDATION_HOLDOUT_TABLE = "ml.validation_holdout_interactions"
 VALIDATION_CUTOFF_TABLE = "ml.validation_cutoff"
-
-#: Columns strength is a linear function of (see dbt macro user_item_aggregates).
-STRENGTH_TERMS = ("n_views", "n_addtocarts", "n_transactions", "coalesce(last_rating, 0)")
 
 
 def recovered_event_weights(con: duckdb.DuckDBPyConnection) -> np.ndarray:
@@ -80,7 +83,7 @@ def train_share(con: duckdb.DuckDBPyConnection) -> float:
 def build_validation_split(con: duckdb.DuckDBPyConnection) -> dict[str, object]:
     """(Re)build the three validation tables; returns their sizes and the cutoffs."""
     weights = recovered_event_weights(con)
-    parameters = dict(zip(("w_view", "w_addtocart", "w_transaction", "w_rating"), weights.tolist()))
+    parameters = dict(zip(EVENT_WEIGHT_PARAMETERS, weights.tolist()))
     parameters["train_share"] = train_share(con)
     for statement in VALIDATION_STATEMENTS:  # DuckDB binds parameters for one statement at a time
         execute_with_parameters(con, statement, parameters)

@@ -55,7 +55,7 @@ from recsys_dagster.metadata import frame_preview, timed
 from recsys_dagster.models.als import WEIGHTINGS, AlsConfig
 from recsys_dagster.models.artifacts import FitArrays
 from recsys_dagster.models.fallback import FallbackLists, popular_ranking, ranking_depth
-from recsys_dagster.models.matrix import FIT_TABLES, load_matrix
+from recsys_dagster.models.matrix import FIT_TABLES, load_matrix, pair_value_sql
 from recsys_dagster.models.registry import LoadedModel, ensure_fit, load_latest
 from recsys_dagster.models.repeat import with_history_of
 from recsys_dagster.publish.assets import (
@@ -164,22 +164,24 @@ def reindexed(user_ids: np.ndarray, item_ids: np.ndarray, values: np.ndarray, us
     )
 
 
-def current_rows(con: duckdb.DuckDBPyConnection, users: pd.Index, items: pd.Index, weighting: str) -> csr_matrix:
-    """``users`` x ``items`` strength of the users' current rows, weighted as the fit's matrix was.
+def current_rows(con: duckdb.DuckDBPyConnection, users: pd.Index, items: pd.Index, config: AlsConfig) -> csr_matrix:
+    """``users`` x ``items`` values of the users' current rows, as the fit's matrix had them: the same
+    pair values (strength, or ``config.event_weights``: ``pair_value_sql``) and ``config.weighting``.
 
     Without weighting only their rows are read. BM25 and TF-IDF weigh a cell by statistics of the
     whole matrix (item document frequency, mean row length), so then the whole mart is loaded and
     weighted like ``fit_als`` does, and their rows taken from it.
     """
-    if weighting == "none":
+    if config.weighting == "none":
+        value, parameters = pair_value_sql(config.event_weights)
         frame = con.execute(
-            f"SELECT user_id, item_id, strength FROM {SERVING_TABLE} "
-            "WHERE strength > 0 AND user_id IN (SELECT unnest($users))",
-            {"users": users.tolist()},
+            f"SELECT user_id, item_id, value FROM (SELECT user_id, item_id, {value} AS value FROM {SERVING_TABLE}) "
+            "WHERE value > 0 AND user_id IN (SELECT unnest($users))",
+            {**parameters, "users": users.tolist()},
         ).df()
-        return reindexed(frame["user_id"].to_numpy(str), frame["item_id"].to_numpy(str), frame["strength"], users, items)
-    whole = load_matrix(con, SERVING_TABLE)
-    cells = WEIGHTINGS[weighting](whole.matrix).tocoo()
+        return reindexed(frame["user_id"].to_numpy(str), frame["item_id"].to_numpy(str), frame["value"], users, items)
+    whole = load_matrix(con, SERVING_TABLE, config.event_weights)
+    cells = WEIGHTINGS[config.weighting](whole.matrix).tocoo()
     return reindexed(whole.user_ids[cells.row], whole.item_ids[cells.col], cells.data, users, items)
 
 
@@ -200,7 +202,7 @@ def user_side_refit(con: duckdb.DuckDBPyConnection, champion: LoadedModel, users
     to the fit and get the fallback)."""
     serving = champion.fit_arrays("serving")
     config = champion.spec.config_class(**champion.params)
-    rows = current_rows(con, users, serving.item_index, config.weighting)
+    rows = current_rows(con, users, serving.item_index, config)
     known = rows.getnnz(axis=1) > 0
     fit = FitArrays(
         user_ids=users[known].to_numpy(str),

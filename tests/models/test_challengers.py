@@ -13,6 +13,7 @@ from dagster import materialize
 from scipy.sparse import csr_matrix
 
 from recsys_dagster.evaluate.assets import FALLBACK_MODEL, WINDOWS, load_window, recommendations_with_fallback
+from recsys_dagster.models.als import fit_als
 from recsys_dagster.models.artifacts import FitArrays
 from recsys_dagster.models.assets import als_model, model_tuning, repeat_aware_model
 from recsys_dagster.models.baselines import UserKnnConfig, fit_user_knn, score_user_knn
@@ -26,6 +27,7 @@ from recsys_dagster.models.repeat import (
 )
 from recsys_dagster.models.scoring import ranked_cells
 from recsys_dagster.models.tuning import (
+    ALS_GRID,
     REPEAT_GRID,
     paired_errors,
     TuningConfig,
@@ -34,7 +36,7 @@ from recsys_dagster.models.tuning import (
     selected_trial,
     warm_validation_ndcg,
 )
-from recsys_dagster.models.validation import recovered_event_weights
+from recsys_dagster.models.validation import VALIDATION_TRAIN_TABLE, recovered_event_weights
 from recsys_dagster.settings import MIN_ITEMS_ENV
 
 PAIRS = [("a", "x", 1), ("a", "y", 1), ("b", "x", 1), ("b", "y", 1), ("b", "z", 2), ("c", "z", 1), ("d", "x", 1)]
@@ -288,6 +290,16 @@ def test_tuning_selects_on_validation_and_sets_the_next_runs_defaults(
     svd_trials = trials[trials["model"] == "svd_model"]
     assert svd_trials.loc[svd_trials["value"].idxmin(), "selected"]
     assert {k: als.params[k] for k in json.loads(best["params_json"])} == json.loads(best["params_json"])
+    assert all(set(json.loads(params)) == set(ALS_GRID) for params in als_trials["params_json"])
+    # the seed's two points: TF-IDF on every event weighed alike, both away from AlsConfig's defaults
+    assert (als.params["weighting"], als.params["event_weights"]) == ("tfidf", [1.0, 1.0, 1.0, 1.0])
+    config = als.spec.config_class(**als.params)  # as ensure_fit and the incremental refit rebuild it
+    assert (config.weighting, config.event_weights) == ("tfidf", [1.0, 1.0, 1.0, 1.0])
+    with duckdb.connect(str(database), read_only=True) as con:  # and the fits were made with them
+        weighted, as_strength = (fit_als(con, VALIDATION_TRAIN_TABLE, c) for c in (config, config.model_copy(
+            update={"event_weights": None})))
+    np.testing.assert_array_equal(als.fit_arrays("validation").dense["item_factors"], weighted.dense["item_factors"])
+    assert not np.allclose(weighted.dense["item_factors"], as_strength.dense["item_factors"])
     repeat_trials = trials[trials["model"] == "repeat_aware_model"]
     assert json.loads(repeat_trials["params_json"].iloc[0]) == {**json.loads(best["params_json"]), **OWN_FIRST_WITH_RELATED}
     chosen = json.loads(repeat_trials.loc[repeat_trials["selected"], "params_json"].iloc[0])

@@ -24,12 +24,12 @@ def test_load_matrix_matches_the_table_cell_by_cell(retail_db: Path) -> None:
     np.testing.assert_allclose(np.asarray(data.matrix[rows, cols]).ravel(), table["strength"].to_numpy(), rtol=1e-6)
 
 
-def test_load_matrix_refuses_tables_and_columns_outside_the_allowlist(retail_db: Path) -> None:
+def test_load_matrix_refuses_tables_outside_the_allowlist_and_partial_event_weights(retail_db: Path) -> None:
     with duckdb.connect(str(retail_db), read_only=True) as con:
         with pytest.raises(ValueError, match="unknown training table"):
             load_matrix(con, "dim_items; DROP TABLE dim_users")
-        with pytest.raises(ValueError, match="unknown value column"):
-            load_matrix(con, "fct_train_user_item", value="n_views")
+        with pytest.raises(ValueError, match="expected 4 event weights"):
+            load_matrix(con, "fct_train_user_item", [1.0, 3.0])
 
 
 def test_pairs_matrix_marks_known_pairs_and_drops_unknown_ids() -> None:

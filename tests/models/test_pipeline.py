@@ -105,8 +105,8 @@ def test_model_metadata_reports_sizes_version_and_params(trained_retail, retail_
     assert (metadata["n_users"], metadata["n_items"], metadata["nnz"]) == (n_users, n_items, nnz)
     assert metadata["model_version"] == load_latest(retail_con, "als_model").model_version
     assert metadata["params"] == {
-        "factors": 64, "regularization": 0.05, "alpha": 10.0, "iterations": 15, "weighting": "none", "random_state": 42,
-        "use_tuned": True, "warm_start_iterations": 5,
+        "factors": 64, "regularization": 0.05, "alpha": 10.0, "iterations": 15, "weighting": "none", "event_weights": None,
+        "random_state": 42, "use_tuned": True, "warm_start_iterations": 5,
     }
     assert metadata["fit_seconds"] >= 0 and 0 < metadata["validation_nnz"] < nnz
 

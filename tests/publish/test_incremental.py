@@ -247,7 +247,7 @@ def test_recalculated_factors_solve_the_als_normal_equations(increment: Incremen
         champion, _ = published_champion(con, live_publication(root / "serving.duckdb"))
         config = champion.spec.config_class(**champion.params)
         items = champion.fit_arrays("serving").item_index
-        rows = current_rows(con, pd.Index([increment.warm_user, NEW_USER]), items, config.weighting)
+        rows = current_rows(con, pd.Index([increment.warm_user, NEW_USER]), items, config)
     item_factors = champion.fit_arrays("serving").dense["item_factors"].astype(np.float64)
     solved = recalculated_user_factors(champion.fit_arrays("serving").dense["item_factors"], rows, config)
     for row in range(rows.shape[0]):
