@@ -236,7 +236,8 @@ def recommendations_with_fallback(
     over the window's users and train table); in a window ``as_published`` only the served users (at
     least ``min_items_for_model()`` items) get the model's rows, everyone else the fallback list."""
     fit = data.window.fit
-    served = users[np.isin(users, data.served_users)] if data.window.as_published else users
+    # a hash lookup: numpy's isin on string (object) arrays compares pairwise in Python, minutes at 2.76M
+    served = users[pd.Index(users).isin(data.served_users)] if data.window.as_published else users
     recs = loaded.recommend(served, n, fit=fit, exclude=data.exclude, banned_items=data.banned)
     if fallback is None:
         return recs
