@@ -143,7 +143,7 @@ def data_window(con: duckdb.DuckDBPyConnection) -> str:
 
 
 @dataclass(frozen=True)
-class Publication:
+class PublishedRun:
     """The newest published champion: the run that published it and its registered artifact."""
 
     run_id: str
@@ -151,7 +151,7 @@ class Publication:
     model_version: str
 
 
-def last_publication(con: duckdb.DuckDBPyConnection) -> Publication | None:
+def last_publication(con: duckdb.DuckDBPyConnection) -> PublishedRun | None:
     """The newest publication judged on the champion metric (None before the first one)."""
     if not table_exists(con, "ml.published_runs"):
         return None
@@ -159,7 +159,7 @@ def last_publication(con: duckdb.DuckDBPyConnection) -> Publication | None:
         "SELECT run_id, model, model_version FROM ml.published_runs WHERE metric = ? ORDER BY published_at DESC LIMIT 1",
         [CHAMPION_METRIC],
     ).fetchall()
-    return Publication(*rows[0]) if rows else None
+    return PublishedRun(*rows[0]) if rows else None
 
 
 def gate_verdict(

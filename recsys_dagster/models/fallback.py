@@ -19,6 +19,7 @@ import pandas as pd
 from recsys_dagster.models.matrix import Fit, checked_table
 from recsys_dagster.models.registry import LoadedModel
 from recsys_dagster.relations import registered
+from recsys_dagster.settings import min_items_for_model
 
 #: Popularity is user-agnostic: any id returns the global ranking.
 GLOBAL_USER = "__all_users__"
@@ -32,6 +33,12 @@ def popular_ranking(
     """The global popularity ranking without ``banned_items``: DataFrame[rank, item_id, score], best first."""
     ranking = popularity.recommend([GLOBAL_USER], n, fit=fit, banned_items=banned_items)
     return ranking[["rank", "item_id", "score"]].reset_index(drop=True)
+
+
+def users_served_the_model(con: duckdb.DuckDBPyConnection) -> pd.Series:
+    """``user_id`` of the users of ``dim_users`` with at least ``min_items_for_model()`` items: those
+    publishing (full and incremental) serves the champion's list to; everyone else gets the fallback list."""
+    return con.execute("SELECT user_id FROM dim_users WHERE n_items >= ?", [min_items_for_model()]).df()["user_id"]
 
 
 def ranking_depth(n: int, owned: pd.DataFrame) -> int:

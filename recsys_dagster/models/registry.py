@@ -271,6 +271,10 @@ def registered_models(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [name for name in MODEL_NAMES if name in present]
 
 
+#: The registry's order of a model's versions, newest first: what "latest" means everywhere.
+NEWEST_FIRST = "ORDER BY trained_at DESC, model_version DESC"
+
+
 def load_latest(con: duckdb.DuckDBPyConnection, model: str) -> LoadedModel:
     """The newest registered artifact of ``model`` (versions sort by training time)."""
     loaded = load_registered(con, model)
@@ -289,10 +293,10 @@ def load_registered(con: duckdb.DuckDBPyConnection, model: str, model_version: s
         raise ValueError(f"unknown model {model!r}; expected one of {MODEL_NAMES}")
     rows = (
         con.execute(  # fetchall: a half-read result would block the connection's next register()
-            """
+            f"""
             SELECT model_version, artifact_dir, params_json FROM ml.model_registry
             WHERE model = $model AND ($version IS NULL OR model_version = $version)
-            ORDER BY trained_at DESC, model_version DESC LIMIT 1
+            {NEWEST_FIRST} LIMIT 1
             """,
             {"model": model, "version": model_version},
         ).fetchall()

@@ -37,6 +37,7 @@ import duckdb
 from dagster import DagsterLogManager, MetadataValue
 
 from recsys_dagster.models.artifacts import VERSION_NAME
+from recsys_dagster.models.registry import NEWEST_FIRST
 from recsys_dagster.publish.serving import live_rows
 from recsys_dagster.resources import RecsysPaths, table_exists
 
@@ -92,8 +93,7 @@ def newest_registered(con: duckdb.DuckDBPyConnection, model: str, count: int) ->
     return [
         version
         for (version,) in con.execute(
-            "SELECT model_version FROM ml.model_registry WHERE model = ? "
-            "ORDER BY trained_at DESC, model_version DESC LIMIT ?",
+            f"SELECT model_version FROM ml.model_registry WHERE model = ? {NEWEST_FIRST} LIMIT ?",
             [model, count],
         ).fetchall()
     ]

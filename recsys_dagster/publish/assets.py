@@ -37,6 +37,7 @@ from recsys_dagster.models.fallback import (
     FallbackLists,
     popular_ranking,
     ranking_depth,
+    users_served_the_model,
 )
 from recsys_dagster.models.matrix import FIT_TABLES
 from recsys_dagster.models.registry import (
@@ -58,7 +59,7 @@ from recsys_dagster.publish.serving import (
 )
 from recsys_dagster.relations import registered
 from recsys_dagster.resources import WAREHOUSE_POOL, RecsysPaths, WarehouseResource
-from recsys_dagster.settings import min_items_for_model
+
 
 class PublishConfig(Config):
     """How much of each table to publish (20 recommendations per user is fixed by the SQL contract)."""
@@ -295,9 +296,7 @@ def publish_recommendations(
             # come back; with it on, the "never a purchased item" invariant has nothing to forbid.
             forbidden = forbidden_items(con, decision.repurchase)
             owned, banned = forbidden.purchased, forbidden.unavailable
-            warm_users = con.execute(
-                "SELECT user_id FROM dim_users WHERE n_items >= ?", [min_items_for_model()]
-            ).df()["user_id"]
+            warm_users = users_served_the_model(con)
             items = con.execute("SELECT item_id, name, category, price FROM dim_items").df()
             runs = con.execute("SELECT * FROM ml.evaluation_runs").df()
             # A fallback list may skip the model's rows and the user's owned items before it has 20.

@@ -54,7 +54,7 @@ from recsys_dagster.ingest.assets import INPUT_FILES, partition_files
 from recsys_dagster.metadata import frame_preview, timed
 from recsys_dagster.models.als import WEIGHTINGS, AlsConfig
 from recsys_dagster.models.artifacts import FitArrays
-from recsys_dagster.models.fallback import FallbackLists, popular_ranking, ranking_depth
+from recsys_dagster.models.fallback import FallbackLists, popular_ranking, ranking_depth, users_served_the_model
 from recsys_dagster.models.matrix import FIT_TABLES, load_matrix, pair_value_sql
 from recsys_dagster.models.registry import LoadedModel, ensure_fit, load_latest
 from recsys_dagster.models.repeat import with_history_of
@@ -79,7 +79,6 @@ from recsys_dagster.publish.serving import (
     live_rows,
 )
 from recsys_dagster.resources import WAREHOUSE_POOL, RecsysPaths, WarehouseResource
-from recsys_dagster.settings import min_items_for_model
 
 INCREMENT_ASSET = "recommendations_increment"
 #: The mart the serving fit was trained on, rebuilt by dbt in the incremental run.
@@ -248,7 +247,7 @@ def increment_lists(
     ranking = popular_ranking(popularity, depth, fit="serving", banned_items=banned)
     users_limited_to(con, source_files)
     try:
-        warm = con.execute("SELECT user_id FROM dim_users WHERE n_items >= ?", [min_items_for_model()]).df()["user_id"]
+        warm = users_served_the_model(con)
         scored = with_serving_fit(champion, user_side_refit(con, champion, pd.Index(warm.astype(str))))
         champion_rows = model_rows(scored, warm, owned, banned, candidate_items(con, config.candidate_share))
         recs = FallbackLists(
